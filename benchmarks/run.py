@@ -1,0 +1,326 @@
+"""jax-moe benchmark: router and MoE tables against anchors measured in the same process.
+
+    python -m benchmarks.run                      # everything this machine's size allows
+    python -m benchmarks.run --suites router,seed --dtypes bfloat16 --out DIR
+
+Every implementation's output is checked against the reference before it is timed; a wrong one is
+reported as FAIL and not timed. Results: <out>/<card>-<date>.{json,md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import math
+import pathlib
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import jax_moe
+from benchmarks import harness
+from benchmarks.anchors import ANCHORS
+from jax_moe import backends, reference
+from jax_moe.moe import describe
+from jax_moe.shapes import SHAPES, MoEShape
+from jax_moe.testing import TOLERANCE, max_relative_error, relative_error
+
+GPU = jax.default_backend() == "gpu"
+START = time.time()
+
+
+def log(message: str) -> None:
+    print(f"[{time.time() - START:7.1f}s] {message}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Router
+
+
+def xla_router(logits, k):
+    """XLA's unfused router: fp32 softmax + lax.top_k."""
+    return jax.lax.top_k(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), k)
+
+
+def router_rows(ceilings: harness.Ceilings, dtypes) -> list[dict]:
+    configs = [(8, 2, T, {}) for T in (32, 512, 8192, 32768)]
+    configs += [(128, 8, 32768, {}), (60, 4, 32768, {}), (512, 8, 8192, {}),
+                (256, 8, 32768, dict(scoring="sigmoid", num_groups=8, topk_groups=4, renormalize=True,
+                                     routed_scaling_factor=2.5))]
+    if not GPU:
+        configs = [(E, k, min(T, 8192), kw) for E, k, T, kw in configs]
+    rows = []
+    for dtype in dtypes:
+        for E, k, T, kwargs in configs:
+            rng = np.random.default_rng(T + E)
+            logits = jnp.asarray(rng.normal(size=(T, E)), dtype)
+            if "num_groups" in kwargs:
+                kwargs = dict(kwargs, correction_bias=jnp.asarray(rng.normal(size=E) * 0.01, jnp.float32))
+            ours = lambda x: jax_moe.topk_softmax(x, k, **kwargs)
+            out, ref = jax.jit(ours)(logits), reference.topk_softmax(logits, k, **kwargs)
+            ids_equal = bool(np.array_equal(out[1], ref[1]))
+            error = max_relative_error(out[0], ref[0])
+            row = dict(suite="router", E=E, k=k, T=T, dtype=jnp.dtype(dtype).name,
+                       variant="grouped sigmoid" if kwargs else "softmax", ids_equal=ids_equal, max_rel_err=error)
+            if not ids_equal or error > 1e-5:
+                row["status"] = "FAIL"
+                rows.append(row)
+                log(f"router FAIL {row}")
+                continue
+            timing = harness.time_chained(ours, (logits,))
+            timing.kernel_us = harness.kernel_time(ours, (logits,))
+            row.update(status="ok", jax_moe_us=timing.us, jax_moe_kernel_us=timing.kernel_us, calls=timing.calls)
+            if not kwargs:  # XLA's softmax + top_k has no grouped/sigmoid variant
+                xla = harness.time_chained(lambda x: xla_router(x, k), (logits,))
+                row.update(xla_us=xla.us, xla_kernel_us=harness.kernel_time(lambda x: xla_router(x, k), (logits,)))
+            moved = T * E * jnp.dtype(dtype).itemsize + T * k * 12
+            row.update(bytes=moved, floor_us=ceilings.floor_us(0, moved))
+            rows.append(row)
+            log(f"router {row['dtype']} E={E} k={k} T={T}: {timing.us:.1f} us chained, kernel {timing.kernel_us}")
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# MoE
+
+
+@dataclasses.dataclass
+class MoECase:
+    shape: MoEShape
+    tokens: int
+    dtype: jnp.dtype
+
+    def inputs(self, seed: int = 0):
+        s, T = self.shape, self.tokens
+        key = jax.random.split(jax.random.key(seed), 5)
+        H, I, E = s.hidden, s.intermediate, s.experts
+        x = jax.random.normal(key[0], (T, H), jnp.float32).astype(self.dtype)
+        gate = (jax.random.normal(key[1], (E, H, I), jnp.float32) * H**-0.5).astype(self.dtype)
+        up_scale = H**-0.5 if s.moe_type == "qwen3" else I**-0.5
+        up = (jax.random.normal(key[2], (E, H, I), jnp.float32) * up_scale).astype(self.dtype)
+        down = (jax.random.normal(key[3], (E, I, H), jnp.float32) * I**-0.5).astype(self.dtype) if s.moe_type == "qwen3" else None
+        weights, ids, _ = jax_moe.topk_softmax(jax.random.normal(key[4], (T, E)), s.top_k, renormalize=True)
+        return x, gate, up, down, weights, ids
+
+
+def touched_weight_bytes(case: MoECase, ids) -> int:
+    experts = len(np.unique(np.asarray(ids)))
+    return experts * case.shape.expert_bytes(jnp.dtype(case.dtype).itemsize)
+
+
+def moe_rows(ceilings: harness.Ceilings, shapes, tokens, dtypes, max_estimated_ms: float) -> list[dict]:
+    rows = []
+    for name in shapes:
+        shape = SHAPES[name]
+        for dtype in dtypes:
+            for T in tokens[name]:
+                rows.append(moe_row(MoECase(shape, T, jnp.dtype(dtype)), ceilings, max_estimated_ms))
+    return rows
+
+
+def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float) -> dict:
+    s, T = case.shape, case.tokens
+    x, gate, up, down, topk_weights, topk_ids = case.inputs()
+    problem, weights = describe(x, gate, up, down, topk_weights, topk_ids, moe_type=s.moe_type, activation=s.activation)
+    flops = s.flops(T)
+    weight_bytes = touched_weight_bytes(case, topk_ids)
+    io_bytes = 2 * x.size * x.dtype.itemsize + topk_ids.size * 8
+    row = dict(suite="moe", shape=s.name, T=T, dtype=case.dtype.name, flops=flops, weight_bytes=weight_bytes,
+               floor_us=ceilings.floor_us(flops, weight_bytes + io_bytes), impls={})
+    # Anything that computes every expert on every token costs E/k times the routed FLOPs.
+    dense_ms = s.flops(T) * s.experts / s.top_k / (0.5 * ceilings.matmul_tflops * 1e12) * 1e3
+    ref = jax.jit(lambda *a: reference.fused_moe(*a, moe_type=s.moe_type, activation=s.activation))(
+        x, gate, up, down, topk_weights, topk_ids)
+
+    candidates = {}
+    for backend in backends.names():
+        reason = backends.registry.get(backend).unsupported(problem)
+        candidates[f"jax_moe_{backend}"] = (reason, lambda xx, w, b=backend: backends.registry.get(b).run(
+            xx, w, topk_weights, topk_ids, problem))
+    for anchor in ANCHORS.values():
+        reason = anchor.unsupported(problem)
+        candidates[anchor.name] = (reason, lambda xx, w, a=anchor: a.run(xx, w, topk_weights, topk_ids, problem))
+    for impl, (reason, fn) in candidates.items():
+        anchor = ANCHORS.get(impl)
+        prepared = anchor.prepare(weights, problem) if anchor else weights
+        brute_force = impl in ("dense", "xla_ragged") or (impl == "jax_moe_xla" and T * s.top_k > s.experts)
+        if reason is None and brute_force and (GPU or impl != "xla_ragged") and dense_ms > max_estimated_ms:
+            reason = f"estimated {dense_ms:.0f} ms > {max_estimated_ms:.0f} ms"
+        if reason is not None:
+            row["impls"][impl] = dict(status="skip", reason=reason)
+            continue
+        try:
+            out = jax.jit(fn)(x, prepared)
+            error = relative_error(out, ref)
+            if not error <= TOLERANCE[case.dtype]:
+                row["impls"][impl] = dict(status="FAIL", rel_err=error)
+                log(f"FAIL {s.name} T={T} {impl}: rel err {error:.2e}")
+                continue
+            timing = harness.time_chained(fn, (x, prepared), max_calls=50)
+            kernel_us = harness.kernel_time(fn, (x, prepared))
+        except Exception as e:  # an anchor that cannot compile this shape: record why
+            row["impls"][impl] = dict(status="error", reason=f"{type(e).__name__}: {str(e)[:200]}")
+            log(f"error {s.name} T={T} {impl}: {type(e).__name__}: {str(e)[:200]}")
+            continue
+        row["impls"][impl] = dict(status="ok", us=timing.us, kernel_us=kernel_us, calls=timing.calls,
+                                  spread=timing.spread, rel_err=error, tflops=flops / timing.us / 1e6,
+                                  weight_gbs=weight_bytes / timing.us / 1e3,
+                                  roofline_pct=100 * row["floor_us"] / timing.us)
+    timed = {k: v["us"] for k, v in row["impls"].items() if v["status"] == "ok"}
+    ours = {k: v for k, v in timed.items() if k.startswith("jax_moe_")}
+    anchors = {k: v for k, v in timed.items() if k in ANCHORS}
+    if ours:
+        best = min(ours.values())
+        if "dense" in timed:
+            row["speedup_vs_native"] = timed["dense"] / best
+        if anchors:
+            row["best_anchor"] = min(anchors, key=anchors.get)
+            row["speedup_vs_best_anchor"] = anchors[row["best_anchor"]] / best
+    log(f"moe {s.name} {case.dtype.name} T={T}: " + ", ".join(f"{k} {v:.0f}us" for k, v in timed.items()))
+    return row
+
+
+# ----------------------------------------------------------------------------------------------
+# Output
+
+
+def fmt(value, digits=1):
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [f"# jax-moe benchmark, {meta['device']}, {meta['date']}", "",
+             f"jax {meta['jax']}; ceilings measured in this run: {meta['matmul_tflops']:.0f} TFLOP/s "
+             f"({meta['matmul_kind']}), {meta['copy_gbs']:.0f} GB/s copy (read + write). "
+             "`us`: median per call of R chained calls in one jit (launch gaps and the chaining op included); "
+             "`kernel`: CUPTI sum of one call's kernels.", ""]
+    router = [r for r in rows if r["suite"] == "router"]
+    if router:
+        lines += ["## Router (topk_softmax)", "",
+                  "| dtype | variant | E | k | T | jax-moe us | kernel us | XLA us | XLA kernel us | speed-up (kernel) | floor us | ids equal |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in router:
+            speedup = (r["xla_kernel_us"] / r["jax_moe_kernel_us"]) if r.get("xla_kernel_us") and r.get("jax_moe_kernel_us") else (
+                r["xla_us"] / r["jax_moe_us"] if r.get("xla_us") else None)
+            lines.append(f"| {r['dtype']} | {r['variant']} | {r['E']} | {r['k']} | {r['T']} | {fmt(r.get('jax_moe_us'))} | "
+                         f"{fmt(r.get('jax_moe_kernel_us'))} | {fmt(r.get('xla_us'))} | {fmt(r.get('xla_kernel_us'))} | "
+                         f"{fmt(speedup, 2)} | {fmt(r.get('floor_us'), 2)} | {r['ids_equal']} |")
+        lines.append("")
+    moe = [r for r in rows if r["suite"] == "moe"]
+    if moe:
+        impls = list(dict.fromkeys(k for r in moe for k in r["impls"]))
+        lines += ["## MoE forward (routing given)", "",
+                  "Cells: chained us (kernel us). Skipped: estimated too slow or unsupported; see the JSON.", "",
+                  "| shape | dtype | T | " + " | ".join(impls) + " | floor us | best jax-moe % roofline | vs native | vs best anchor |",
+                  "|---|---|---|" + "---|" * len(impls) + "---|---|---|---|"]
+        for r in moe:
+            cells = []
+            for impl in impls:
+                v = r["impls"].get(impl, {})
+                if v.get("status") == "ok":
+                    cells.append(f"{v['us']:.0f}" + (f" ({v['kernel_us']:.0f})" if v.get("kernel_us") else ""))
+                else:
+                    cells.append(v.get("status", ""))
+            ours = [v for k, v in r["impls"].items() if k.startswith("jax_moe_") and v.get("status") == "ok"]
+            best_pct = max((v["roofline_pct"] for v in ours), default=None)
+            lines.append(f"| {r['shape']} | {r['dtype']} | {r['T']} | " + " | ".join(cells) +
+                         f" | {r['floor_us']:.1f} | {fmt(best_pct)} | {fmt(r.get('speedup_vs_native'), 2)} | "
+                         f"{fmt(r.get('speedup_vs_best_anchor'), 2)} {r.get('best_anchor', '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows: list[dict], path: pathlib.Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("matplotlib not installed: no plot")
+        return
+    moe = [r for r in rows if r["suite"] == "moe"]
+    panels = sorted({(r["shape"], r["dtype"]) for r in moe})
+    if not panels:
+        return
+    cols = min(3, len(panels))
+    fig, axes = plt.subplots(math.ceil(len(panels) / cols), cols, figsize=(5 * cols, 4 * math.ceil(len(panels) / cols)),
+                             squeeze=False)
+    for ax, (shape, dtype) in zip(axes.flat, panels):
+        sel = sorted((r for r in moe if (r["shape"], r["dtype"]) == (shape, dtype)), key=lambda r: r["T"])
+        for impl in dict.fromkeys(k for r in sel for k in r["impls"]):
+            pts = [(r["T"], r["impls"][impl]["us"]) for r in sel if r["impls"].get(impl, {}).get("status") == "ok"]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=impl)
+        ax.plot([r["T"] for r in sel], [r["floor_us"] for r in sel], "k--", label="roofline floor")
+        ax.set(xscale="log", yscale="log", xlabel="tokens T", ylabel="us per forward", title=f"{shape} {dtype}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+SEED_TOKENS = (32, 512, 8192, 32768)
+MODEL_TOKENS = (1, 64, 512, 4096, 16384)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suites", default="router,seed,models", help="comma list of router, seed, models")
+    parser.add_argument("--dtypes", default=None, help="comma list (default: all three on GPU, f32,bf16 on CPU)")
+    parser.add_argument("--shapes", default=None, help="model shapes for the models suite (default: all)")
+    parser.add_argument("--tokens", default=None, help="comma list of T overriding the defaults")
+    parser.add_argument("--max-estimated-ms", type=float, default=100.0,
+                        help="skip brute-force implementations estimated slower than this per call")
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("--tag", default="", help="suffix of the result file names")
+    args = parser.parse_args(argv)
+
+    suites = args.suites.split(",")
+    dtypes = args.dtypes.split(",") if args.dtypes else (["bfloat16", "float16", "float32"] if GPU else ["float32", "bfloat16"])
+    log(f"device: {harness.device_name()} ({jax.default_backend()}), jax {jax.__version__}")
+    ceilings = harness.measure_ceilings()
+    log(f"ceilings: {ceilings.matmul_tflops:.1f} TFLOP/s matmul, {ceilings.copy_gbs:.0f} GB/s copy")
+
+    rows = []
+    if "router" in suites:
+        rows += router_rows(ceilings, dtypes)
+    override = tuple(int(t) for t in args.tokens.split(",")) if args.tokens else None
+    if "seed" in suites:
+        seed_tokens = override or (SEED_TOKENS if GPU else (32, 256))
+        rows += moe_rows(ceilings, ["seed_nomic", "seed_qwen3"], {n: seed_tokens for n in SHAPES},
+                         dtypes, args.max_estimated_ms)
+    if "models" in suites:
+        names = args.shapes.split(",") if args.shapes else ["qwen3_30b_a3b", "mixtral_8x7b", "olmoe", "deepseek_v3"]
+        if not GPU:
+            log("models suite skipped: model-size weights are GPU work")
+        else:
+            rows += moe_rows(ceilings, names, {n: override or MODEL_TOKENS for n in names},
+                             [d for d in dtypes if d != "float32"], args.max_estimated_ms)
+
+    date = datetime.date.today().isoformat()
+    meta = dict(device=harness.device_name(), platform=jax.default_backend(), jax=jax.__version__, date=date,
+                matmul_tflops=ceilings.matmul_tflops, copy_gbs=ceilings.copy_gbs,
+                matmul_kind="bf16 8192^3" if GPU else "f32 1024^3", argv=sys.argv[1:])
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"{harness.card_slug()}-{date}{('-' + args.tag) if args.tag else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1, default=float))
+    table = markdown(meta, rows)
+    stem.with_suffix(".md").write_text(table)
+    plot(rows, stem.with_suffix(".png"))
+    print(table)
+    log(f"wrote {stem}.{{json,md,png}}")
+    failures = [r for r in rows if r.get("status") == "FAIL" or any(v.get("status") == "FAIL" for v in r.get("impls", {}).values())]
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""The benchmark harness and the anchor pipelines (CPU): timings are real, anchors are right."""
+
+import jax
+import jax.numpy as jnp
+import pytest
+from test_moe import make_case
+
+from benchmarks import harness
+from benchmarks.anchors import ANCHORS
+from jax_moe import reference
+from jax_moe.moe import describe
+from jax_moe.testing import TOLERANCE, relative_error
+
+
+def test_chain_keeps_every_call():
+    x = jnp.arange(64.0).reshape(8, 8)
+    compiled = jax.jit(harness.chain(lambda v: jnp.tanh(v) @ v, 7)).lower(x).compile()
+    assert harness.surviving_calls(compiled.as_text(), 7) == 7
+
+
+def test_time_chained_rejects_removed_calls():
+    # Ignoring x makes every call identical: XLA merges them, and the harness must refuse.
+    y = jnp.ones((8, 8))
+    with pytest.raises(RuntimeError, match="survived"):
+        harness.time_chained(lambda x, y: jnp.tanh(y) @ y, (jnp.ones((8, 8)), y))
+
+
+def test_time_chained_reports_a_positive_time():
+    timing = harness.time_chained(lambda v: jnp.sin(v) * 2, (jnp.ones((256, 256)),), min_total_s=1e-3, runs=3)
+    assert timing.us > 0 and timing.calls >= 10 and timing.kernel_us is None
+
+
+@pytest.mark.parametrize("moe_type", ["qwen3", "nomic"])
+@pytest.mark.parametrize("biases", [False, True])
+def test_runnable_anchors_match_reference(moe_type, biases):
+    args, kwargs = make_case(11, 23, 16, 24, 5, 2, moe_type=moe_type, biases=biases, empty_experts=(3,))
+    problem, weights = describe(*args, moe_type=moe_type, activation="gelu", **kwargs)
+    x, _, _, _, topk_weights, topk_ids = args
+    ref = reference.fused_moe(*args, moe_type=moe_type, activation="gelu", **kwargs)
+    ran = []
+    for anchor in ANCHORS.values():
+        if anchor.unsupported(problem) is None:
+            out = jax.jit(anchor.run, static_argnums=4)(x, anchor.prepare(weights, problem), topk_weights, topk_ids, problem)
+            assert relative_error(out, ref) <= TOLERANCE[jnp.dtype(jnp.float32)], anchor.name
+            ran.append(anchor.name)
+    assert {"dense", "xla_ragged"} <= set(ran)
