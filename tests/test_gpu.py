@@ -1,0 +1,111 @@
+"""GPU tests (pytest -m gpu): the CUDA router against the CPU router, fused_moe on the GPU."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from test_moe import make_case
+from test_router import grid_logits
+
+import jax_moe
+from jax_moe import reference
+from jax_moe.testing import TOLERANCE, relative_error
+
+pytestmark = pytest.mark.gpu
+
+
+def on(platform, fn, *args, **kwargs):
+    """fn under jit with every argument committed to the first device of `platform`."""
+    device = jax.devices(platform)[0]
+    put = lambda tree: jax.tree.map(lambda a: jax.device_put(a, device), tree)
+    return jax.jit(fn)(*put(args), **put(kwargs))
+
+
+def on_cpu(fn, *args, **kwargs):
+    return on("cpu", fn, *args, **kwargs)
+
+
+def on_gpu(fn, *args, **kwargs):
+    return on("gpu", fn, *args, **kwargs)
+
+
+def assert_same(gpu_out, cpu_out):
+    weights, ids, token_expert_indices = gpu_out
+    np.testing.assert_array_equal(ids, cpu_out[1])
+    np.testing.assert_array_equal(token_expert_indices, cpu_out[2])
+    np.testing.assert_allclose(weights, cpu_out[0], rtol=2e-6, atol=1e-7)
+
+
+# E covers both CUDA kernels: registers (E <= 512, every threads-per-row width) and shared memory.
+@pytest.mark.parametrize("E", [1, 3, 8, 17, 60, 64, 128, 129, 256, 500, 512, 513, 1000, 4096])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("T", [1, 4099])
+def test_cuda_router_matches_cpu_router(E, dtype, T):
+    logits = jnp.asarray(np.random.default_rng(E + T).normal(size=(T, E)), dtype)
+    variants = [(k, renormalize) for k in sorted({1, min(2, E), min(8, E), E if E <= 64 else 1})
+                for renormalize in (False, True)]
+    # One compilation per device for all variants.
+    route = lambda x: [jax_moe.topk_softmax(x, k, renormalize=r, routed_scaling_factor=1.5) for k, r in variants]
+    for gpu_out, cpu_out in zip(on_gpu(route, logits), on_cpu(route, logits)):
+        assert_same(gpu_out, cpu_out)
+
+
+@pytest.mark.parametrize("E, G, TG, k", [(256, 8, 4, 8), (64, 8, 3, 6), (60, 6, 2, 4), (12, 12, 3, 3), (8, 1, 1, 8)])
+@pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
+def test_cuda_grouped_routing_matches_cpu(E, G, TG, k, scoring):
+    logits = grid_logits(E, (3001, E), jnp.bfloat16)
+    bias = grid_logits(E + 1, (E,), jnp.float32, levels=4)
+    route = lambda x, b: jax_moe.topk_softmax(x, k, scoring=scoring, correction_bias=b, num_groups=G,
+                                              topk_groups=TG, renormalize=True, routed_scaling_factor=2.5)
+    assert_same(on_gpu(route, logits, bias), on_cpu(route, logits, bias))
+
+
+@pytest.mark.parametrize("E", [8, 128, 700])
+def test_cuda_biased_and_sigmoid_routing_matches_cpu(E):
+    logits = grid_logits(E, (2049, E), jnp.float32)
+    bias = grid_logits(E + 1, (E,), jnp.float32, levels=4)
+    for scoring in ("softmax", "sigmoid"):
+        route = lambda x, b: jax_moe.topk_softmax(x, 4, scoring=scoring, correction_bias=b)
+        assert_same(on_gpu(route, logits, bias), on_cpu(route, logits, bias))
+
+
+def test_cuda_router_edge_cases():
+    for T in (0, 1, 2, 31, 33):
+        logits = grid_logits(T, (T, 8), jnp.float32)
+        assert_same(on_gpu(lambda x: jax_moe.topk_softmax(x, 2), logits), reference.topk_softmax(logits, 2))
+    logits = np.random.default_rng(0).normal(size=(64, 20)).astype(np.float32)
+    logits[3, 5] = np.nan
+    logits[7] = np.nan
+    logits[9, 2] = np.inf
+    w, ids, _ = on_gpu(lambda x: jax_moe.topk_softmax(x, 4), jnp.asarray(logits))
+    ids = np.asarray(ids)
+    assert ((ids >= 0) & (ids < 20)).all() and all(len(set(r)) == 4 for r in ids)
+    assert np.isnan(np.asarray(w)[[3, 7, 9]]).all() and np.isfinite(np.delete(np.asarray(w), [3, 7, 9], 0)).all()
+
+
+def test_cuda_router_is_deterministic():
+    logits = jnp.asarray(np.random.default_rng(1).normal(size=(32768, 128)), jnp.bfloat16)
+    route = jax.jit(lambda x: jax_moe.topk_softmax(x, 8, renormalize=True))
+    first = route(logits)
+    for _ in range(3):
+        for a, b in zip(first, route(logits)):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_cuda_router_gradient_and_vmap():
+    logits = jax.random.normal(jax.random.key(0), (4, 64, 32))
+    loss = lambda x: jnp.sum(jax.vmap(lambda l: jax_moe.topk_softmax(l, 4, renormalize=True)[0])(x) ** 2)
+    ref_loss = lambda x: jnp.sum(jax.vmap(lambda l: reference.topk_softmax(l, 4, renormalize=True)[0])(x) ** 2)
+    np.testing.assert_allclose(on_gpu(jax.grad(loss), logits), on_cpu(jax.grad(ref_loss), logits), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("moe_type", ["qwen3", "nomic"])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("T", [1, 3, 64, 1000])
+def test_fused_moe_on_gpu(moe_type, dtype, T):
+    args, kwargs = make_case(T, T, 256, 192, 16, 4, moe_type=moe_type, dtype=dtype, biases=True)
+    run = lambda *a, **kw: jax_moe.fused_moe(*a, moe_type=moe_type, activation="gelu", **kw)
+    ref = lambda *a, **kw: reference.fused_moe(*a, moe_type=moe_type, activation="gelu", **kw)
+    out = on_gpu(run, *args, **kwargs)
+    assert relative_error(out, on_cpu(ref, *args, **kwargs)) <= TOLERANCE[jnp.dtype(dtype)]
+    np.testing.assert_array_equal(out, on_gpu(run, *args, **kwargs))  # deterministic
