@@ -1,11 +1,12 @@
 // CUDA handler of the top-k softmax router (XLA FFI target "jax_moe_topk_softmax", platform "CUDA").
 //
 // Two kernels, both with no host synchronisation and no atomics:
-// - RegisterRouter: E <= 512 without grouped selection. TPR threads own one row, each holding VPT
-//   consecutive logits in registers (16-byte loads when the row allows); softmax sums and the k
-//   argmax rounds are butterfly shuffles inside the TPR lanes.
-// - SharedRouter: any E up to kMaxSharedExperts, and grouped selection. One warp owns one row whose
-//   keys and scores live in shared memory.
+// - RegisterRouter (E <= 512; grouped selection when a group spans whole lanes): TPR threads own a
+//   row, each holding VPT consecutive logits in registers (16-byte loads where the row allows).
+//   Keys are kept as order-preserving 32-bit integers; every argmax round is one butterfly max over
+//   (key, ~id) packed in 64 bits, and only the lane that owned the winner rescans its values.
+// - SharedRouter (any E up to kMaxSharedExperts, any grouping): one warp owns a row whose keys and
+//   scores live in shared memory.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -19,7 +20,8 @@ namespace {
 
 constexpr int kWarp = 32;
 constexpr int kThreads = 128;
-constexpr int64_t kMaxRegisterExperts = 512;
+constexpr int kValuesPerThread = 16;
+constexpr int64_t kMaxRegisterExperts = kWarp * kValuesPerThread;
 constexpr int64_t kMaxSharedExperts = 16384;
 
 __device__ __forceinline__ float ToFloat(float x) { return x; }
@@ -36,20 +38,55 @@ struct RouterArgs {
   RoutingProblem p;
 };
 
-// Writes slot j of `row`: the expert id, its unscaled score and the source-row index.
-__device__ __forceinline__ void WriteSlot(const RouterArgs& a, int64_t row, int64_t j, int32_t id,
-                                          float score) {
-  const int64_t at = row * a.p.k + j;
-  a.ids[at] = id;
-  a.weights[at] = score;
-  a.token_expert_indices[at] = static_cast<int32_t>(j * a.p.tokens + row % a.p.tokens);
+// Order-preserving map of non-NaN floats to unsigned ints; no float maps to 0, the "taken" mark.
+__device__ __forceinline__ uint32_t OrderedBits(float f) {
+  const uint32_t u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Renormalizes / scales the k weights of `row` already written by this thread (slots first, first +
-// stride, ...).
+// (key, id) packed so that the larger packed value is the better candidate (ties: lower id).
+__device__ __forceinline__ uint64_t Pack(uint32_t ordered_key, uint32_t id) {
+  return (static_cast<uint64_t>(ordered_key) << 32) | (0xffffffffu - id);
+}
+__device__ __forceinline__ uint32_t PackedId(uint64_t packed) {
+  return 0xffffffffu - static_cast<uint32_t>(packed);
+}
+
+template <int TPR, typename T>
+__device__ __forceinline__ T SegmentMax(T v) {
+#pragma unroll
+  for (int offset = TPR / 2; offset > 0; offset /= 2) {
+    const T other = __shfl_xor_sync(0xffffffffu, v, offset, TPR);
+    v = other > v ? other : v;
+  }
+  return v;
+}
+
+template <int TPR>
+__device__ __forceinline__ float SegmentSum(float v) {
+#pragma unroll
+  for (int offset = TPR / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(0xffffffffu, v, offset, TPR);
+  return v;
+}
+
+// The best (key, id) among a lane's VPT ordered keys (0 = taken), packed; 0 when none is left.
+template <int VPT>
+__device__ __forceinline__ uint64_t LocalBest(const uint32_t (&key)[VPT], int first) {
+  uint32_t best = 0;
+  int at = 0;
+#pragma unroll
+  for (int i = 0; i < VPT; ++i) {
+    if (key[i] > best) {  // strict: an equal key never displaces a lower id
+      best = key[i];
+      at = i;
+    }
+  }
+  return best == 0 ? 0 : Pack(best, first + at);
+}
+
+// Renormalizes / scales slots j = first, first + stride, ... of `row` (already written).
 __device__ __forceinline__ void ScaleSlots(const RouterArgs& a, int64_t row, int64_t first,
                                            int64_t stride, float total) {
-  if (!a.p.renormalize && a.p.scale == 1.0f) return;
   const float factor = a.p.renormalize ? a.p.scale / (total + kRenormEpsilon) : a.p.scale;
   for (int64_t j = first; j < a.p.k; j += stride) a.weights[row * a.p.k + j] *= factor;
 }
@@ -57,15 +94,18 @@ __device__ __forceinline__ void ScaleSlots(const RouterArgs& a, int64_t row, int
 template <typename In, int VPT, int TPR>
 __global__ void __launch_bounds__(kThreads) RegisterRouter(RouterArgs a) {
   constexpr int kRowsPerBlock = kThreads / TPR;
+  const RoutingProblem& p = a.p;
   const int lane_in_row = threadIdx.x % TPR;
   const int64_t unclamped_row = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + threadIdx.x / TPR;
   // Lanes past the last row recompute the last row without writing it, so that every lane of the
   // warp takes part in the shuffles.
-  const bool writes = unclamped_row < a.p.rows();
-  const int64_t row = writes ? unclamped_row : a.p.rows() - 1;
-  const int64_t E = a.p.experts;
+  const bool writes = unclamped_row < p.rows();
+  const int64_t row = writes ? unclamped_row : p.rows() - 1;
+  const int64_t batch_index = row / p.tokens;
+  const int32_t token = static_cast<int32_t>(row - batch_index * p.tokens);
+  const int E = static_cast<int>(p.experts);
   const int first = lane_in_row * VPT;
-  const In* src = static_cast<const In*>(a.logits) + row * E + first;
+  const In* src = static_cast<const In*>(a.logits) + row * p.experts + first;
 
   float x[VPT];
   constexpr int kVectorBytes = VPT * sizeof(In);
@@ -82,113 +122,130 @@ __global__ void __launch_bounds__(kThreads) RegisterRouter(RouterArgs a) {
 #pragma unroll
     for (int i = 0; i < VPT; ++i) x[i] = first + i < E ? ToFloat(src[i]) : -INFINITY;
   }
-  // Bit i set: slot i is padding or already chosen.
-  uint32_t taken = 0;
-#pragma unroll
-  for (int i = 0; i < VPT; ++i) taken |= (first + i < E ? 0u : 1u) << i;
 
-  float score[VPT];
-  if (a.p.scoring == kSoftmax) {
-    float max_logit = -INFINITY;
+  float max_logit = 0.0f, sum = 1.0f;
+  if (p.scoring == kSoftmax) {
+    max_logit = -INFINITY;
 #pragma unroll
     for (int i = 0; i < VPT; ++i) max_logit = fmaxf(max_logit, x[i]);
+    max_logit = SegmentMax<TPR>(max_logit);
+    sum = 0.0f;
 #pragma unroll
-    for (int offset = TPR / 2; offset > 0; offset /= 2) {
-      max_logit = fmaxf(max_logit, __shfl_xor_sync(0xffffffffu, max_logit, offset, TPR));
-    }
-    float sum = 0.0f;
-#pragma unroll
-    for (int i = 0; i < VPT; ++i) {
-      score[i] = first + i < E ? expf(x[i] - max_logit) : 0.0f;
-      sum += score[i];
-    }
-#pragma unroll
-    for (int offset = TPR / 2; offset > 0; offset /= 2) {
-      sum += __shfl_xor_sync(0xffffffffu, sum, offset, TPR);
-    }
-#pragma unroll
-    for (int i = 0; i < VPT; ++i) score[i] = score[i] / sum;
-  } else {
-#pragma unroll
-    for (int i = 0; i < VPT; ++i) score[i] = Sigmoid(x[i]);
+    for (int i = 0; i < VPT; ++i) sum += first + i < E ? expf(x[i] - max_logit) : 0.0f;
+    sum = SegmentSum<TPR>(sum);
   }
-  float key[VPT];
-  const float* bias = a.bias + (a.p.bias_batch == 1 ? 0 : row / a.p.tokens) * E + first;
+  auto score_of = [&](float logit) {
+    return p.scoring == kSoftmax ? expf(logit - max_logit) / sum : Sigmoid(logit);
+  };
+
+  // Keys: logits, or score + bias; NaN ranks as -inf. key 0 marks padding and taken experts.
+  const float* bias = a.bias + (p.bias_batch == 1 ? 0 : batch_index) * p.experts + first;
+  float key_value[VPT];
+  uint32_t key[VPT];
 #pragma unroll
   for (int i = 0; i < VPT; ++i) {
-    const float raw = a.p.logit_keys() ? x[i] : score[i] + (first + i < E ? bias[i] : 0.0f);
-    key[i] = CanonicalKey(raw);
+    const bool valid = first + i < E;
+    key_value[i] = CanonicalKey(p.logit_keys() ? x[i] : score_of(x[i]) + (valid ? bias[i] : 0.0f));
+    key[i] = valid ? OrderedBits(key_value[i]) : 0u;
   }
 
-  float total = 0.0f;
-  for (int64_t j = 0; j < a.p.k; ++j) {
-    float best_key = -INFINITY;
-    int32_t best_id = kNoExpert;
-    float best_score = 0.0f;
+  if (p.num_groups > 1) {
+    // Groups span whole lanes (the dispatcher checked it): a group's score is the sum of its two
+    // best keys, merged over its lanes; topk_groups rounds of a max over (group score, ~group).
+    const int group_size = E / static_cast<int>(p.num_groups);
+    const int lanes_per_group = group_size / VPT;
+    float top1 = -INFINITY, top2 = -INFINITY;
 #pragma unroll
     for (int i = 0; i < VPT; ++i) {
-      if (!((taken >> i) & 1u) && Beats(key[i], first + i, best_key, best_id)) {
-        best_key = key[i];
-        best_id = first + i;
-        best_score = score[i];
+      const float v = first + i < E ? key_value[i] : -INFINITY;
+      top2 = v > top1 ? top1 : fmaxf(top2, v);
+      top1 = fmaxf(top1, v);
+    }
+    for (int offset = 1; offset < lanes_per_group; offset *= 2) {
+      const float other1 = __shfl_xor_sync(0xffffffffu, top1, offset, TPR);
+      const float other2 = __shfl_xor_sync(0xffffffffu, top2, offset, TPR);
+      top2 = fmaxf(fminf(top1, other1), fmaxf(top2, other2));
+      top1 = fmaxf(top1, other1);
+    }
+    const uint32_t group = static_cast<uint32_t>(first / group_size);
+    const float group_score = CanonicalKey(group_size > 1 ? top1 + top2 : top1);
+    uint64_t candidate = first < E ? Pack(OrderedBits(group_score), group) : 0;
+    bool chosen = false;
+    for (int64_t j = 0; j < p.topk_groups; ++j) {
+      if (PackedId(SegmentMax<TPR>(candidate)) == group && candidate != 0) {
+        chosen = true;
+        candidate = 0;
       }
     }
+    if (!chosen) {
 #pragma unroll
-    for (int offset = TPR / 2; offset > 0; offset /= 2) {
-      const float other_key = __shfl_xor_sync(0xffffffffu, best_key, offset, TPR);
-      const int32_t other_id = __shfl_xor_sync(0xffffffffu, best_id, offset, TPR);
-      const float other_score = __shfl_xor_sync(0xffffffffu, best_score, offset, TPR);
-      if (Beats(other_key, other_id, best_key, best_id)) {
-        best_key = other_key;
-        best_id = other_id;
-        best_score = other_score;
-      }
+      for (int i = 0; i < VPT; ++i) key[i] = 0;
     }
-    if (best_id >= first && best_id < first + VPT) taken |= 1u << (best_id - first);
-    if (writes && j % TPR == lane_in_row) WriteSlot(a, row, j, best_id, best_score);
-    total += best_score;
   }
-  if (writes) ScaleSlots(a, row, lane_in_row, TPR, total);
+
+  uint64_t local = LocalBest(key, first);
+  float total = 0.0f;  // of the scores this lane won
+  for (int64_t j = 0; j < p.k; ++j) {
+    const uint64_t best = SegmentMax<TPR>(local);
+    const int id = static_cast<int>(PackedId(best));
+    if (id >= first && id < first + VPT) {  // this lane owned the winner
+      float logit = 0.0f;
+#pragma unroll
+      for (int i = 0; i < VPT; ++i) {
+        if (first + i == id) {
+          logit = x[i];
+          key[i] = 0;
+        }
+      }
+      const float score = score_of(logit);
+      total += score;
+      if (writes) {
+        const int64_t at = row * p.k + j;
+        a.ids[at] = id;
+        a.weights[at] = score;
+        a.token_expert_indices[at] = static_cast<int32_t>(j * p.tokens + token);
+      }
+      local = LocalBest(key, first);
+    }
+  }
+  if (p.renormalize || p.scale != 1.0f) {
+    total = SegmentSum<TPR>(total);
+    __syncwarp();  // the slots' first writes, by their owners, are visible to the whole warp
+    if (writes) ScaleSlots(a, row, lane_in_row, TPR, total);
+  }
 }
 
 // Best (key, id) among this lane's entries e = lane, lane + 32, ... of keys[0, n), NaN skipped,
 // reduced over the warp. Every lane returns the winner.
 __device__ __forceinline__ int32_t WarpBest(const float* keys, int64_t n, int lane) {
-  float best_key = -INFINITY;
-  int32_t best_id = kNoExpert;
+  uint64_t best = 0;
   for (int64_t e = lane; e < n; e += kWarp) {
     const float key = keys[e];
-    if (key == key && Beats(key, static_cast<int32_t>(e), best_key, best_id)) {
-      best_key = key;
-      best_id = static_cast<int32_t>(e);
+    if (key == key) {
+      const uint64_t candidate = Pack(OrderedBits(key), static_cast<uint32_t>(e));
+      best = candidate > best ? candidate : best;
     }
   }
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-    const float other_key = __shfl_xor_sync(0xffffffffu, best_key, offset);
-    const int32_t other_id = __shfl_xor_sync(0xffffffffu, best_id, offset);
-    if (Beats(other_key, other_id, best_key, best_id)) {
-      best_key = other_key;
-      best_id = other_id;
-    }
-  }
-  return best_id;
+  return static_cast<int32_t>(PackedId(SegmentMax<kWarp>(best)));
 }
 
 template <typename In>
 __global__ void __launch_bounds__(kThreads) SharedRouter(RouterArgs a, int warps_per_block) {
   extern __shared__ float shared[];
+  const RoutingProblem& p = a.p;
   const int warp = threadIdx.x / kWarp;
   const int lane = threadIdx.x % kWarp;
   const int64_t row = static_cast<int64_t>(blockIdx.x) * warps_per_block + warp;
-  if (row >= a.p.rows()) return;  // the whole warp leaves together
-  const int64_t E = a.p.experts;
+  if (row >= p.rows()) return;  // the whole warp leaves together
+  const int64_t batch_index = row / p.tokens;
+  const int32_t token = static_cast<int32_t>(row - batch_index * p.tokens);
+  const int64_t E = p.experts;
   // Per warp: keys[E], scores[E], group_scores[num_groups].
-  float* keys = shared + warp * (2 * E + a.p.num_groups);
+  float* keys = shared + warp * (2 * E + p.num_groups);
   float* scores = keys + E;
   float* group_scores = scores + E;
   const In* src = static_cast<const In*>(a.logits) + row * E;
-  const float* bias = a.bias + (a.p.bias_batch == 1 ? 0 : row / a.p.tokens) * E;
+  const float* bias = a.bias + (p.bias_batch == 1 ? 0 : batch_index) * E;
 
   float max_logit = -INFINITY;
   for (int64_t e = lane; e < E; e += kWarp) {
@@ -197,44 +254,34 @@ __global__ void __launch_bounds__(kThreads) SharedRouter(RouterArgs a, int warps
     max_logit = fmaxf(max_logit, x);
   }
   float sum = 0.0f;
-  if (a.p.scoring == kSoftmax) {
-#pragma unroll
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      max_logit = fmaxf(max_logit, __shfl_xor_sync(0xffffffffu, max_logit, offset));
-    }
+  if (p.scoring == kSoftmax) {
+    max_logit = SegmentMax<kWarp>(max_logit);
     for (int64_t e = lane; e < E; e += kWarp) sum += expf(scores[e] - max_logit);
-#pragma unroll
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-      sum += __shfl_xor_sync(0xffffffffu, sum, offset);
-    }
+    sum = SegmentSum<kWarp>(sum);
   }
   for (int64_t e = lane; e < E; e += kWarp) {
     const float x = scores[e];
-    const float score = a.p.scoring == kSoftmax ? expf(x - max_logit) / sum : Sigmoid(x);
+    const float score = p.scoring == kSoftmax ? expf(x - max_logit) / sum : Sigmoid(x);
     scores[e] = score;
-    keys[e] = CanonicalKey(a.p.logit_keys() ? x : score + bias[e]);
+    keys[e] = CanonicalKey(p.logit_keys() ? x : score + bias[e]);
   }
   __syncwarp();
 
-  if (a.p.num_groups > 0) {
-    const int64_t group_size = E / a.p.num_groups;
-    for (int64_t g = lane; g < a.p.num_groups; g += kWarp) {
+  if (p.num_groups > 1) {
+    const int64_t group_size = E / p.num_groups;
+    for (int64_t g = lane; g < p.num_groups; g += kWarp) {
       const float* group = keys + g * group_size;
       float first = -INFINITY, second = -INFINITY;
       for (int64_t i = 0; i < group_size; ++i) {
         const float v = group[i];
-        if (v > first) {
-          second = first;
-          first = v;
-        } else if (v > second) {
-          second = v;
-        }
+        second = v > first ? first : fmaxf(second, v);
+        first = fmaxf(first, v);
       }
       group_scores[g] = CanonicalKey(group_size > 1 ? first + second : first);
     }
     __syncwarp();
-    for (int64_t j = 0; j < a.p.topk_groups; ++j) {
-      const int32_t chosen = WarpBest(group_scores, a.p.num_groups, lane);
+    for (int64_t j = 0; j < p.topk_groups; ++j) {
+      const int32_t chosen = WarpBest(group_scores, p.num_groups, lane);
       __syncwarp();
       if (lane == 0) group_scores[chosen] = NAN;  // NaN marks a chosen group
       __syncwarp();
@@ -247,18 +294,21 @@ __global__ void __launch_bounds__(kThreads) SharedRouter(RouterArgs a, int warps
   }
 
   float total = 0.0f;
-  for (int64_t j = 0; j < a.p.k; ++j) {
+  for (int64_t j = 0; j < p.k; ++j) {
     const int32_t best = WarpBest(keys, E, lane);
     const float score = scores[best];
     __syncwarp();
     if (lane == 0) {
       keys[best] = NAN;
-      WriteSlot(a, row, j, best, score);
+      const int64_t at = row * p.k + j;
+      a.ids[at] = best;
+      a.weights[at] = score;
+      a.token_expert_indices[at] = static_cast<int32_t>(j * p.tokens + token);
     }
     __syncwarp();
     total += score;
   }
-  if (lane == 0) ScaleSlots(a, row, 0, 1, total);
+  if (lane == 0 && (p.renormalize || p.scale != 1.0f)) ScaleSlots(a, row, 0, 1, total);
 }
 
 template <typename In, int VPT, int TPR>
@@ -269,28 +319,38 @@ cudaError_t LaunchRegister(cudaStream_t stream, const RouterArgs& args) {
   return cudaGetLastError();
 }
 
-// Picks VPT (values per thread) and TPR (threads per row) with VPT * TPR >= E.
-template <typename In, int VPT>
-cudaError_t DispatchThreadsPerRow(cudaStream_t stream, const RouterArgs& args) {
-  const int64_t threads = (args.p.experts + VPT - 1) / VPT;
-  if (threads <= 1) return LaunchRegister<In, VPT, 1>(stream, args);
-  if (threads <= 2) return LaunchRegister<In, VPT, 2>(stream, args);
-  if (threads <= 4) return LaunchRegister<In, VPT, 4>(stream, args);
-  if (threads <= 8) return LaunchRegister<In, VPT, 8>(stream, args);
-  if (threads <= 16) return LaunchRegister<In, VPT, 16>(stream, args);
-  return LaunchRegister<In, VPT, 32>(stream, args);
+// One thread per row for E <= 16 (VPT = E rounded up to a power of two), else 16 values per
+// thread and TPR = ceil(E / 16) rounded up to a power of two.
+template <typename In>
+cudaError_t DispatchRegister(cudaStream_t stream, const RouterArgs& args) {
+  const int64_t E = args.p.experts;
+  if (E <= 1) return LaunchRegister<In, 1, 1>(stream, args);
+  if (E <= 2) return LaunchRegister<In, 2, 1>(stream, args);
+  if (E <= 4) return LaunchRegister<In, 4, 1>(stream, args);
+  if (E <= 8) return LaunchRegister<In, 8, 1>(stream, args);
+  if (E <= 16) return LaunchRegister<In, 16, 1>(stream, args);
+  if (E <= 32) return LaunchRegister<In, 16, 2>(stream, args);
+  if (E <= 64) return LaunchRegister<In, 16, 4>(stream, args);
+  if (E <= 128) return LaunchRegister<In, 16, 8>(stream, args);
+  if (E <= 256) return LaunchRegister<In, 16, 16>(stream, args);
+  return LaunchRegister<In, 16, 32>(stream, args);
+}
+
+// Whether RegisterRouter can run the problem: E fits, and groups (if any) span whole lanes.
+bool FitsRegisters(const RoutingProblem& p) {
+  if (p.experts > kMaxRegisterExperts) return false;
+  if (p.num_groups <= 1) return true;
+  const int64_t values_per_thread = p.experts <= 16 ? p.experts : kValuesPerThread;
+  const int64_t group_size = p.experts / p.num_groups;
+  if (p.experts <= 16 || group_size % values_per_thread) return false;
+  const int64_t lanes_per_group = group_size / values_per_thread;
+  return (lanes_per_group & (lanes_per_group - 1)) == 0;
 }
 
 template <typename In>
 cudaError_t Launch(cudaStream_t stream, const RouterArgs& args) {
   const RoutingProblem& p = args.p;
-  constexpr int kVectorValues = 16 / sizeof(In);
-  if (p.num_groups == 0 && p.experts <= kWarp * kVectorValues) {
-    return DispatchThreadsPerRow<In, kVectorValues>(stream, args);
-  }
-  if (p.num_groups == 0 && p.experts <= kMaxRegisterExperts) {
-    return DispatchThreadsPerRow<In, kMaxRegisterExperts / kWarp>(stream, args);
-  }
+  if (FitsRegisters(p)) return DispatchRegister<In>(stream, args);
   const int64_t per_warp_bytes = (2 * p.experts + p.num_groups) * sizeof(float);
   const int warps = static_cast<int>(std::clamp<int64_t>(48 * 1024 / per_warp_bytes, 1, kThreads / kWarp));
   const int64_t smem = warps * per_warp_bytes;

@@ -50,7 +50,10 @@ def test_cuda_router_matches_cpu_router(E, dtype, T):
         assert_same(gpu_out, cpu_out)
 
 
-@pytest.mark.parametrize("E, G, TG, k", [(256, 8, 4, 8), (64, 8, 3, 6), (60, 6, 2, 4), (12, 12, 3, 3), (8, 1, 1, 8)])
+# Register kernel (groups spanning whole lanes): 256/8, 128/4, 512/8, 192/3 (padding lanes), 96/6.
+# Shared-memory kernel: 64/8, 60/6, 12/12, 1000/8. One group: 8/1.
+@pytest.mark.parametrize("E, G, TG, k", [(256, 8, 4, 8), (128, 4, 2, 8), (512, 8, 3, 8), (192, 3, 2, 6), (96, 6, 2, 4),
+                                         (64, 8, 3, 6), (60, 6, 2, 4), (12, 12, 3, 3), (1000, 8, 2, 8), (8, 1, 1, 8)])
 @pytest.mark.parametrize("scoring", ["sigmoid", "softmax"])
 def test_cuda_grouped_routing_matches_cpu(E, G, TG, k, scoring):
     logits = grid_logits(E, (3001, E), jnp.bfloat16)
