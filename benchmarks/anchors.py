@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import importlib.util
+import logging
 from collections.abc import Callable
 
 import jax
@@ -104,6 +105,9 @@ def _pretranspose_w2(weights: ExpertWeights, problem: MoEProblem) -> ExpertWeigh
 
 def _tokamax_matmul(lhs, rhs, group_sizes, transpose_rhs=False):
     import tokamax
+
+    # tokamax logs an "autotuning cache miss" warning at every trace and uses its default config.
+    logging.getLogger("absl").setLevel(logging.ERROR)
 
     # transpose_rhs: rhs was pre-transposed by _pretranspose_w2, so it is already [E, K, N].
     del transpose_rhs

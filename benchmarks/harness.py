@@ -70,13 +70,13 @@ def _median_seconds(compiled, args, runs: int) -> tuple[float, float]:
 
 
 def time_chained(fn: Callable, args: tuple, *, min_total_s: float = 2e-3, max_calls: int = 100,
-                 runs: int = 5, feed: str = "link") -> Timing:
+                 runs: int = 5, feed: str = "link", calls: int = 10) -> Timing:
     """Median device+launch time of one fn(*args) call, from R chained calls in one jit.
 
-    R starts at 10 and grows (up to max_calls) until one run lasts min_total_s, so host dispatch
-    is amortized. Raises if XLA removed any of the R calls.
+    R starts at `calls` and grows (up to max_calls) until one run lasts min_total_s, so host
+    dispatch is amortized; max_calls=calls fixes R (one compilation). Raises if XLA removed any of
+    the R calls.
     """
-    calls = 10
     while True:
         compiled = jax.jit(chain(fn, calls, feed)).lower(*args).compile()
         found = surviving_calls(compiled.as_text(), calls)

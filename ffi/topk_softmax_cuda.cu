@@ -142,12 +142,15 @@ __global__ void __launch_bounds__(kThreads) RegisterRouter(RouterArgs a) {
   const float* bias = a.bias + (p.bias_batch == 1 ? 0 : batch_index) * p.experts + first;
   float key_value[VPT];
   uint32_t key[VPT];
+  if (p.logit_keys()) {  // a uniform branch: no score is computed for ranking
 #pragma unroll
-  for (int i = 0; i < VPT; ++i) {
-    const bool valid = first + i < E;
-    key_value[i] = CanonicalKey(p.logit_keys() ? x[i] : score_of(x[i]) + (valid ? bias[i] : 0.0f));
-    key[i] = valid ? OrderedBits(key_value[i]) : 0u;
+    for (int i = 0; i < VPT; ++i) key_value[i] = CanonicalKey(x[i]);
+  } else {
+#pragma unroll
+    for (int i = 0; i < VPT; ++i) key_value[i] = CanonicalKey(score_of(x[i]) + (first + i < E ? bias[i] : 0.0f));
   }
+#pragma unroll
+  for (int i = 0; i < VPT; ++i) key[i] = first + i < E ? OrderedBits(key_value[i]) : 0u;
 
   if (p.num_groups > 1) {
     // Groups span whole lanes (the dispatcher checked it): a group's score is the sum of its two

@@ -86,6 +86,15 @@ def test_awkward_shapes(T, H, I, E, k, empty, moe_type, biases):
     check(jax.jit(jax_moe.fused_moe, static_argnames="moe_type")(*args, moe_type=moe_type, **kwargs), ref, jnp.float32)
 
 
+def test_dense_loops_over_experts_beyond_its_memory_budget(monkeypatch):
+    args, kwargs = make_case(12, 10, 16, 12, 4, 2, biases=True)
+    batched = run_strategy("dense", args, "qwen3", "silu", kwargs)
+    monkeypatch.setattr(xla, "DENSE_BATCH_BYTES", 0)
+    looped = run_strategy("dense", args, "qwen3", "silu", kwargs)
+    check(looped, batched, jnp.float32)
+    check(looped, reference.fused_moe(*args, **kwargs), jnp.float32)
+
+
 def test_biases_are_applied():
     args, kwargs = make_case(2, 6, 8, 8, 3, 2, biases=True)
     with_bias = jax_moe.fused_moe(*args, **kwargs)

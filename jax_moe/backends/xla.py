@@ -2,7 +2,7 @@
 
 Two strategies, chosen per shape by :func:`strategy_for`:
 - "gather": each routed row gathers its expert's weights (T*k <= E: touches at most every weight once);
-- "dense":  every expert on every token with a masked combine (jax_moe.reference.fused_moe).
+- "dense":  every expert on every token, batched over experts, with a routing-weighted combine.
 Sorting rows by expert for lax.ragged_dot is not among them: XLA 0.11 computes ragged_dot as a
 masked product over every group on CPU and GPU, k times the work of "dense" (benchmarks/NOTES.md).
 """
@@ -47,20 +47,36 @@ def gathered(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProb
     return jnp.einsum("tk,tkh->th", scale, y, precision=lax.Precision.HIGHEST).astype(x.dtype)
 
 
+# Largest fp32 [E, T, max(H, I)] intermediate that "dense" materializes; beyond it, it loops over
+# experts (jax_moe.reference.fused_moe), which holds one expert's [T, I] at a time.
+DENSE_BATCH_BYTES = 1 << 30
+
+
 def dense(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem) -> jax.Array:
-    return reference.fused_moe(
-        x,
-        weights.gate,
-        weights.up,
-        weights.down,
-        topk_weights,
-        topk_ids,
-        moe_type=problem.moe_type,
-        activation=problem.activation,
-        gate_bias=weights.gate_bias,
-        up_bias=weights.up_bias,
-        down_bias=weights.down_bias,
-    )
+    """Every expert on every token, then the routing-weighted combine."""
+    E, T = problem.experts, problem.tokens
+    if E * T * max(problem.hidden, problem.intermediate) * 4 > DENSE_BATCH_BYTES:
+        return reference.fused_moe(x, weights.gate, weights.up, weights.down, topk_weights, topk_ids,
+                                   moe_type=problem.moe_type, activation=problem.activation,
+                                   gate_bias=weights.gate_bias, up_bias=weights.up_bias, down_bias=weights.down_bias)
+    precision = matmul_precision(x.dtype)
+
+    def product(spec, a, b):
+        return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
+
+    def bias(b):
+        return 0.0 if b is None else b[:, None, :].astype(jnp.float32)
+
+    h = apply_activation(problem.activation, product("th,ehi->eti", x, weights.gate) + bias(weights.gate_bias))
+    if problem.moe_type == "qwen3":
+        h = h * (product("th,ehi->eti", x, weights.up) + bias(weights.up_bias))
+        y = product("eti,eih->eth", h.astype(x.dtype), weights.down)
+    else:
+        y = product("eti,ehi->eth", h.astype(x.dtype), weights.up)
+    y = y + bias(weights.down_bias)
+    # [T, E] routing weight of each expert (zero where not chosen; out-of-range ids match none).
+    combine = jnp.einsum("tk,tke->te", topk_weights, jax.nn.one_hot(topk_ids, E, dtype=jnp.float32))
+    return jnp.einsum("te,eth->th", combine, y, precision=lax.Precision.HIGHEST).astype(x.dtype)
 
 
 STRATEGIES = {"gather": gathered, "dense": dense}
