@@ -3,8 +3,10 @@
 // Two kernels, both with no host synchronisation and no atomics:
 // - RegisterRouter (E <= 512; grouped selection when a group spans whole lanes): TPR threads own a
 //   row, each holding VPT consecutive logits in registers (16-byte loads where the row allows).
-//   Keys are kept as order-preserving 32-bit integers; every argmax round is one butterfly max over
-//   (key, ~id) packed in 64 bits, and only the lane that owned the winner rescans its values.
+//   Keys are kept as order-preserving 32-bit integers; each lane keeps its best three candidates, and
+//   every argmax round is one butterfly max over (key, ~id) packed in 64 bits, after which the
+//   winning lane pops its head (rescanning only when its candidates run out). The k weights are
+//   computed after the rounds, one slot per lane.
 // - SharedRouter (any E up to kMaxSharedExperts, any grouping): one warp owns a row whose keys and
 //   scores live in shared memory.
 #include <cuda_bf16.h>
@@ -69,19 +71,51 @@ __device__ __forceinline__ float SegmentSum(float v) {
   return v;
 }
 
-// The best (key, id) among a lane's VPT ordered keys (0 = taken), packed; 0 when none is left.
+// A lane's best few (key, index) pairs, best first; key 0 marks an empty entry. The argmax rounds
+// pop from it and rescan the lane's values only when it runs dry, which is rare for k <= E / 4.
+constexpr int kCandidates = 3;
+struct Candidates {
+  uint32_t key[kCandidates];
+  int index[kCandidates];
+
+  __device__ __forceinline__ uint64_t head(int first) const {
+    return key[0] == 0 ? 0 : Pack(key[0], first + index[0]);
+  }
+  __device__ __forceinline__ void pop() {
+#pragma unroll
+    for (int c = 0; c + 1 < kCandidates; ++c) {
+      key[c] = key[c + 1];
+      index[c] = index[c + 1];
+    }
+    key[kCandidates - 1] = 0;
+  }
+};
+
+// The best kCandidates of a lane's VPT ordered keys whose packed (key, id) is below `below`.
 template <int VPT>
-__device__ __forceinline__ uint64_t LocalBest(const uint32_t (&key)[VPT], int first) {
-  uint32_t best = 0;
-  int at = 0;
+__device__ __forceinline__ Candidates BestCandidates(const uint32_t (&key)[VPT], int first, uint64_t below) {
+  Candidates c;
+#pragma unroll
+  for (int j = 0; j < kCandidates; ++j) c.key[j] = 0, c.index[j] = 0;
 #pragma unroll
   for (int i = 0; i < VPT; ++i) {
-    if (key[i] > best) {  // strict: an equal key never displaces a lower id
-      best = key[i];
-      at = i;
+    uint32_t k = key[i];
+    if (below != ~0ull && Pack(k, first + i) >= below) k = 0;
+    // Insertion by (key desc, index asc); a displaced entry moves on down with its own index.
+    int at = i;
+#pragma unroll
+    for (int j = 0; j < kCandidates; ++j) {
+      if (k > c.key[j] || (k == c.key[j] && k != 0 && at < c.index[j])) {
+        const uint32_t displaced_key = c.key[j];
+        const int displaced_at = c.index[j];
+        c.key[j] = k;
+        c.index[j] = at;
+        k = displaced_key;
+        at = displaced_at;
+      }
     }
   }
-  return best == 0 ? 0 : Pack(best, first + at);
+  return c;
 }
 
 // Renormalizes / scales slots j = first, first + stride, ... of `row` (already written).
@@ -92,7 +126,7 @@ __device__ __forceinline__ void ScaleSlots(const RouterArgs& a, int64_t row, int
 }
 
 template <typename In, int VPT, int TPR>
-__global__ void __launch_bounds__(kThreads) RegisterRouter(RouterArgs a) {
+__global__ void __launch_bounds__(kThreads, 8) RegisterRouter(RouterArgs a) {
   constexpr int kRowsPerBlock = kThreads / TPR;
   const RoutingProblem& p = a.p;
   const int lane_in_row = threadIdx.x % TPR;
@@ -186,35 +220,35 @@ __global__ void __launch_bounds__(kThreads) RegisterRouter(RouterArgs a) {
     }
   }
 
-  uint64_t local = LocalBest(key, first);
-  float total = 0.0f;  // of the scores this lane won
+  // k argmax rounds: one butterfly max of the lanes' best candidates; the winning lane pops it,
+  // and lane j % TPR records slot j's id.
+  Candidates candidates = BestCandidates(key, first, ~0ull);
+  int32_t* row_ids = a.ids + row * p.k;
   for (int64_t j = 0; j < p.k; ++j) {
-    const uint64_t best = SegmentMax<TPR>(local);
-    const int id = static_cast<int>(PackedId(best));
-    if (id >= first && id < first + VPT) {  // this lane owned the winner
-      float logit = 0.0f;
-#pragma unroll
-      for (int i = 0; i < VPT; ++i) {
-        if (first + i == id) {
-          logit = x[i];
-          key[i] = 0;
-        }
-      }
-      const float score = score_of(logit);
-      total += score;
-      if (writes) {
-        const int64_t at = row * p.k + j;
-        a.ids[at] = id;
-        a.weights[at] = score;
-        a.token_expert_indices[at] = static_cast<int32_t>(j * p.tokens + token);
-      }
-      local = LocalBest(key, first);
+    const uint64_t mine = candidates.head(first);
+    const uint64_t best = SegmentMax<TPR>(mine);
+    if (best == mine) {
+      candidates.pop();
+      if (candidates.key[0] == 0) candidates = BestCandidates(key, first, best);
     }
+    if (writes && j % TPR == lane_in_row) row_ids[j] = static_cast<int32_t>(PackedId(best));
   }
-  if (p.renormalize || p.scale != 1.0f) {
-    total = SegmentSum<TPR>(total);
-    __syncwarp();  // the slots' first writes, by their owners, are visible to the whole warp
-    if (writes) ScaleSlots(a, row, lane_in_row, TPR, total);
+
+  // Weights of this lane's slots (j = lane_in_row, lane_in_row + TPR, ...), from its own id writes.
+  const In* row_logits = static_cast<const In*>(a.logits) + row * p.experts;
+  float total = 0.0f;
+  if (writes) {
+    for (int64_t j = lane_in_row; j < p.k; j += TPR) total += score_of(ToFloat(row_logits[row_ids[j]]));
+  }
+  const bool scaled = p.renormalize || p.scale != 1.0f;
+  if (p.renormalize) total = SegmentSum<TPR>(total);
+  const float factor = p.renormalize ? p.scale / (total + kRenormEpsilon) : p.scale;
+  if (writes) {
+    for (int64_t j = lane_in_row; j < p.k; j += TPR) {
+      const float score = score_of(ToFloat(row_logits[row_ids[j]]));
+      a.weights[row * p.k + j] = scaled ? score * factor : score;
+      a.token_expert_indices[row * p.k + j] = static_cast<int32_t>(j * p.tokens + token);
+    }
   }
 }
 
