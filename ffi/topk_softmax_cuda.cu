@@ -5,8 +5,8 @@
 //   row, each holding VPT consecutive logits in registers (16-byte loads where the row allows).
 //   Keys are kept as order-preserving 32-bit integers; each lane keeps its best three candidates, and
 //   every argmax round is one butterfly max over (key, ~id) packed in 64 bits, after which the
-//   winning lane pops its head (rescanning only when its candidates run out). The k weights are
-//   computed after the rounds, one slot per lane.
+//   winning lane pops its head (rescanning only when its candidates run out). Lane j % TPR keeps
+//   slot j's winner in registers (k <= 4 * TPR), and the weights are computed after the rounds.
 // - SharedRouter (any E up to kMaxSharedExperts, any grouping): one warp owns a row whose keys and
 //   scores live in shared memory.
 #include <cuda_bf16.h>
@@ -23,6 +23,8 @@ namespace {
 constexpr int kWarp = 32;
 constexpr int kThreads = 128;
 constexpr int kValuesPerThread = 16;
+// Slots of the k chosen experts a lane keeps in registers: RegisterRouter needs k <= 4 * TPR.
+constexpr int kMaxLaneSlots = 4;
 constexpr int64_t kMaxRegisterExperts = kWarp * kValuesPerThread;
 constexpr int64_t kMaxSharedExperts = 16384;
 
@@ -44,6 +46,11 @@ struct RouterArgs {
 __device__ __forceinline__ uint32_t OrderedBits(float f) {
   const uint32_t u = __float_as_uint(f);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// The float whose OrderedBits is `ordered` (ordered != 0).
+__device__ __forceinline__ float KeyValue(uint32_t ordered) {
+  return __uint_as_float((ordered & 0x80000000u) ? (ordered & 0x7fffffffu) : ~ordered);
 }
 
 // (key, id) packed so that the larger packed value is the better candidate (ties: lower id).
@@ -165,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, 8) RegisterRouter(RouterArgs a) {
     max_logit = SegmentMax<TPR>(max_logit);
     sum = 0.0f;
 #pragma unroll
-    for (int i = 0; i < VPT; ++i) sum += first + i < E ? expf(x[i] - max_logit) : 0.0f;
+    for (int i = 0; i < VPT; ++i) sum += expf(x[i] - max_logit);  // padding: exp(-inf) = 0
     sum = SegmentSum<TPR>(sum);
   }
   auto score_of = [&](float logit) {
@@ -221,9 +228,11 @@ __global__ void __launch_bounds__(kThreads, 8) RegisterRouter(RouterArgs a) {
   }
 
   // k argmax rounds: one butterfly max of the lanes' best candidates; the winning lane pops it,
-  // and lane j % TPR records slot j's id.
+  // and lane j % TPR keeps slot j's winner in registers.
   Candidates candidates = BestCandidates(key, first, ~0ull);
-  int32_t* row_ids = a.ids + row * p.k;
+  uint64_t slot_best[kMaxLaneSlots];
+#pragma unroll
+  for (int t = 0; t < kMaxLaneSlots; ++t) slot_best[t] = 0;
   for (int64_t j = 0; j < p.k; ++j) {
     const uint64_t mine = candidates.head(first);
     const uint64_t best = SegmentMax<TPR>(mine);
@@ -231,23 +240,42 @@ __global__ void __launch_bounds__(kThreads, 8) RegisterRouter(RouterArgs a) {
       candidates.pop();
       if (candidates.key[0] == 0) candidates = BestCandidates(key, first, best);
     }
-    if (writes && j % TPR == lane_in_row) row_ids[j] = static_cast<int32_t>(PackedId(best));
+    if (j % TPR == lane_in_row) {
+#pragma unroll
+      for (int t = 0; t < kMaxLaneSlots; ++t) {
+        if (t == j / TPR) slot_best[t] = best;
+      }
+    }
   }
 
-  // Weights of this lane's slots (j = lane_in_row, lane_in_row + TPR, ...), from its own id writes.
+  // Weights of this lane's slots j = lane_in_row + t * TPR. Softmax without bias ranks by the
+  // logit itself, so the winner's key is its (canonical) logit; otherwise reload the logit.
   const In* row_logits = static_cast<const In*>(a.logits) + row * p.experts;
+  float score[kMaxLaneSlots];
   float total = 0.0f;
-  if (writes) {
-    for (int64_t j = lane_in_row; j < p.k; j += TPR) total += score_of(ToFloat(row_logits[row_ids[j]]));
+#pragma unroll
+  for (int t = 0; t < kMaxLaneSlots; ++t) {
+    score[t] = 0.0f;
+    if (lane_in_row + t * TPR < p.k) {
+      const float logit = p.logit_keys() ? KeyValue(static_cast<uint32_t>(slot_best[t] >> 32))
+                                         : ToFloat(row_logits[PackedId(slot_best[t])]);
+      score[t] = score_of(logit);
+      total += score[t];
+    }
   }
   const bool scaled = p.renormalize || p.scale != 1.0f;
   if (p.renormalize) total = SegmentSum<TPR>(total);
   const float factor = p.renormalize ? p.scale / (total + kRenormEpsilon) : p.scale;
   if (writes) {
-    for (int64_t j = lane_in_row; j < p.k; j += TPR) {
-      const float score = score_of(ToFloat(row_logits[row_ids[j]]));
-      a.weights[row * p.k + j] = scaled ? score * factor : score;
-      a.token_expert_indices[row * p.k + j] = static_cast<int32_t>(j * p.tokens + token);
+#pragma unroll
+    for (int t = 0; t < kMaxLaneSlots; ++t) {
+      const int64_t j = lane_in_row + t * TPR;
+      if (j < p.k) {
+        const int64_t at = row * p.k + j;
+        a.ids[at] = static_cast<int32_t>(PackedId(slot_best[t]));
+        a.weights[at] = scaled ? score[t] * factor : score[t];
+        a.token_expert_indices[at] = static_cast<int32_t>(j * p.tokens + token);
+      }
     }
   }
 }
@@ -356,31 +384,40 @@ cudaError_t LaunchRegister(cudaStream_t stream, const RouterArgs& args) {
   return cudaGetLastError();
 }
 
-// One thread per row for E <= 16 (VPT = E rounded up to a power of two), else 16 values per
-// thread and TPR = ceil(E / 16) rounded up to a power of two.
+// Threads per row of RegisterRouter: one for E <= 16 (VPT = E rounded up to a power of two), else
+// 16 values per thread and ceil(E / 16) threads rounded up to a power of two.
+int64_t ThreadsPerRow(int64_t experts) {
+  int64_t threads = 1;
+  while (threads * kValuesPerThread < experts) threads *= 2;
+  return threads;
+}
+
 template <typename In>
 cudaError_t DispatchRegister(cudaStream_t stream, const RouterArgs& args) {
   const int64_t E = args.p.experts;
-  if (E <= 1) return LaunchRegister<In, 1, 1>(stream, args);
-  if (E <= 2) return LaunchRegister<In, 2, 1>(stream, args);
-  if (E <= 4) return LaunchRegister<In, 4, 1>(stream, args);
-  if (E <= 8) return LaunchRegister<In, 8, 1>(stream, args);
-  if (E <= 16) return LaunchRegister<In, 16, 1>(stream, args);
-  if (E <= 32) return LaunchRegister<In, 16, 2>(stream, args);
-  if (E <= 64) return LaunchRegister<In, 16, 4>(stream, args);
-  if (E <= 128) return LaunchRegister<In, 16, 8>(stream, args);
-  if (E <= 256) return LaunchRegister<In, 16, 16>(stream, args);
-  return LaunchRegister<In, 16, 32>(stream, args);
+  switch (ThreadsPerRow(E)) {
+    case 1:
+      if (E <= 1) return LaunchRegister<In, 1, 1>(stream, args);
+      if (E <= 2) return LaunchRegister<In, 2, 1>(stream, args);
+      if (E <= 4) return LaunchRegister<In, 4, 1>(stream, args);
+      if (E <= 8) return LaunchRegister<In, 8, 1>(stream, args);
+      return LaunchRegister<In, 16, 1>(stream, args);
+    case 2: return LaunchRegister<In, 16, 2>(stream, args);
+    case 4: return LaunchRegister<In, 16, 4>(stream, args);
+    case 8: return LaunchRegister<In, 16, 8>(stream, args);
+    case 16: return LaunchRegister<In, 16, 16>(stream, args);
+    default: return LaunchRegister<In, 16, 32>(stream, args);
+  }
 }
 
-// Whether RegisterRouter can run the problem: E fits, and groups (if any) span whole lanes.
+// Whether RegisterRouter can run the problem: E fits, each lane keeps at most kMaxLaneSlots of the
+// k slots, and groups (if any) span whole lanes.
 bool FitsRegisters(const RoutingProblem& p) {
-  if (p.experts > kMaxRegisterExperts) return false;
+  if (p.experts > kMaxRegisterExperts || p.k > kMaxLaneSlots * ThreadsPerRow(p.experts)) return false;
   if (p.num_groups <= 1) return true;
-  const int64_t values_per_thread = p.experts <= 16 ? p.experts : kValuesPerThread;
   const int64_t group_size = p.experts / p.num_groups;
-  if (p.experts <= 16 || group_size % values_per_thread) return false;
-  const int64_t lanes_per_group = group_size / values_per_thread;
+  if (p.experts <= kValuesPerThread || group_size % kValuesPerThread) return false;
+  const int64_t lanes_per_group = group_size / kValuesPerThread;
   return (lanes_per_group & (lanes_per_group - 1)) == 0;
 }
 
