@@ -79,8 +79,9 @@ __device__ __forceinline__ float SegmentSum(float v) {
 }
 
 // A lane's best few (key, index) pairs, best first; key 0 marks an empty entry. The argmax rounds
-// pop from it and rescan the lane's values only when it runs dry, which is rare for k <= E / 4.
-constexpr int kCandidates = 3;
+// pop from it and rescan the lane's values only when it ran dry and its head is needed again
+// (for E = 128, k = 8 a lane wins four of the eight slots about once in a hundred rows).
+constexpr int kCandidates = 4;
 struct Candidates {
   uint32_t key[kCandidates];
   int index[kCandidates];
@@ -233,12 +234,17 @@ __global__ void __launch_bounds__(kThreads, 8) RegisterRouter(RouterArgs a) {
   uint64_t slot_best[kMaxLaneSlots];
 #pragma unroll
   for (int t = 0; t < kMaxLaneSlots; ++t) slot_best[t] = 0;
+  uint64_t rescan_below = 0;  // nonzero: the candidates ran dry after popping this winner
   for (int64_t j = 0; j < p.k; ++j) {
+    if (rescan_below != 0) {
+      candidates = BestCandidates(key, first, rescan_below);
+      rescan_below = 0;
+    }
     const uint64_t mine = candidates.head(first);
     const uint64_t best = SegmentMax<TPR>(mine);
     if (best == mine) {
       candidates.pop();
-      if (candidates.key[0] == 0) candidates = BestCandidates(key, first, best);
+      if (candidates.key[0] == 0) rescan_below = best;
     }
     if (j % TPR == lane_in_row) {
 #pragma unroll
