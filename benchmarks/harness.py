@@ -122,9 +122,12 @@ class Ceilings:
 
     matmul_tflops: float  # bf16 (f32 on CPU) square matmul
     copy_gbs: float  # device-to-device copy, bytes read + written
+    matmul_f32_tflops: float | None = None  # f32 at HIGHEST precision (GPU); None: not measured
 
-    def floor_us(self, flops: float, bytes_moved: float) -> float:
-        return max(flops / (self.matmul_tflops * 1e12), bytes_moved / (self.copy_gbs * 1e9)) * 1e6
+    def floor_us(self, flops: float, bytes_moved: float, f32: bool = False) -> float:
+        """The roofline floor; f32 work uses the f32 matmul rate where it was measured."""
+        rate = self.matmul_f32_tflops if f32 and self.matmul_f32_tflops else self.matmul_tflops
+        return max(flops / (rate * 1e12), bytes_moved / (self.copy_gbs * 1e9)) * 1e6
 
 
 def measure_ceilings() -> Ceilings:
@@ -135,8 +138,16 @@ def measure_ceilings() -> Ceilings:
     b = (jax.random.normal(jax.random.key(1), (n, n)) * n**-0.5).astype(dtype)  # keeps x @ b at x's scale
     matmul = time_chained(lambda x, y: jnp.dot(x, y, preferred_element_type=jnp.float32).astype(dtype), (a, b),
                           min_total_s=0.05 if gpu else 0.5, max_calls=20, feed="direct")
+    matmul_f32 = None
+    if gpu:
+        m = 4096
+        a32 = jax.random.normal(jax.random.key(3), (m, m), jnp.float32)
+        b32 = jax.random.normal(jax.random.key(4), (m, m), jnp.float32) * m**-0.5
+        timing = time_chained(lambda x, y: jnp.dot(x, y, precision=jax.lax.Precision.HIGHEST), (a32, b32),
+                              min_total_s=0.05, max_calls=20, feed="direct")
+        matmul_f32 = 2 * m**3 / (timing.us * 1e-6) / 1e12
     elements = (2**30 if gpu else 2**25) // 4
     src = jax.random.normal(jax.random.key(2), (elements,), jnp.float32)
     copy = time_chained(lambda x: x * 1.0001, (src,), min_total_s=0.05 if gpu else 0.2, max_calls=20, feed="direct")
     return Ceilings(matmul_tflops=2 * n**3 / (matmul.us * 1e-6) / 1e12,
-                    copy_gbs=2 * elements * 4 / (copy.us * 1e-6) / 1e9)
+                    copy_gbs=2 * elements * 4 / (copy.us * 1e-6) / 1e9, matmul_f32_tflops=matmul_f32)

@@ -127,7 +127,7 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float) 
     weight_bytes = touched_weight_bytes(case, topk_ids)
     io_bytes = 2 * x.size * x.dtype.itemsize + topk_ids.size * 8
     row = dict(suite="moe", shape=s.name, T=T, dtype=case.dtype.name, flops=flops, weight_bytes=weight_bytes,
-               floor_us=ceilings.floor_us(flops, weight_bytes + io_bytes), impls={})
+               floor_us=ceilings.floor_us(flops, weight_bytes + io_bytes, f32=case.dtype == jnp.float32), impls={})
     # Anything that computes every expert on every token costs E/k times the routed FLOPs.
     dense_ms = s.flops(T) * s.experts / s.top_k / (0.5 * ceilings.matmul_tflops * 1e12) * 1e3
     ref = jax.jit(lambda *a: reference.fused_moe(*a, moe_type=s.moe_type, activation=s.activation))(
@@ -197,8 +197,11 @@ def fmt(value, digits=1):
 
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# jax-moe benchmark, {meta['device']}, {meta['date']}", "",
-             f"jax {meta['jax']}; ceilings measured in this run: {meta['matmul_tflops']:.0f} TFLOP/s "
-             f"({meta['matmul_kind']}), {meta['copy_gbs']:.0f} GB/s copy (read + write). "
+             f"jax {meta['jax']}; ceilings measured in this run: {meta['matmul_tflops']:.3g} TFLOP/s "
+             f"({meta['matmul_kind']}), {meta['copy_gbs']:.4g} GB/s copy (read + write)"
+             + (f", {meta['matmul_f32_tflops']:.1f} TFLOP/s f32 matmul (the float32 rows' floor). "
+                if meta.get("matmul_f32_tflops")
+                else ". Float32 floors use the bf16 rate (f32 not measured). " if meta["platform"] == "gpu" else ". ") +
              "`us`: median per call of R chained calls in one jit (launch gaps and the chaining op included); "
              "`kernel`: CUPTI sum of one call's kernels.", ""]
     router = [r for r in rows if r["suite"] == "router"]
@@ -279,7 +282,16 @@ def main(argv=None) -> int:
                         help="skip brute-force implementations estimated slower than this per call")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
+    parser.add_argument("--render", default=None, metavar="JSON",
+                        help="only rewrite the .md and .png of an earlier run's JSON (e.g. one cut short)")
     args = parser.parse_args(argv)
+    if args.render:
+        path = pathlib.Path(args.render)
+        saved = json.loads(path.read_text())
+        path.with_suffix(".md").write_text(markdown(saved["meta"], saved["rows"]))
+        plot(saved["rows"], path.with_suffix(".png"))
+        print(path.with_suffix(".md").read_text())
+        return 0
 
     suites = args.suites.split(",")
     dtypes = args.dtypes.split(",") if args.dtypes else (["bfloat16", "float16", "float32"] if GPU else ["float32", "bfloat16"])
@@ -290,6 +302,7 @@ def main(argv=None) -> int:
     date = datetime.date.today().isoformat()
     meta = dict(device=harness.device_name(), platform=jax.default_backend(), jax=jax.__version__, date=date,
                 matmul_tflops=ceilings.matmul_tflops, copy_gbs=ceilings.copy_gbs,
+                matmul_f32_tflops=ceilings.matmul_f32_tflops,
                 matmul_kind="bf16 8192^3" if GPU else "f32 1024^3", argv=sys.argv[1:])
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
