@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <limits>
 #include <string>
+#include <utility>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -122,6 +123,25 @@ inline ffi::Error DescribeProblem(ffi::AnyBuffer logits, ffi::AnyBuffer bias,
   }
   *problem = p;
   return ffi::Error::Success();
+}
+
+// Operands, results and attributes of both handlers, appended to `binding` (which holds any
+// context, e.g. the CUDA stream): logits, bias -> weights, ids, token_expert_indices.
+template <typename Binding>
+auto BindTopkSoftmax(Binding binding) {
+  return std::move(binding)
+      .template Arg<ffi::AnyBuffer>()
+      .template Arg<ffi::AnyBuffer>()
+      .template Ret<ffi::AnyBuffer>()
+      .template Ret<ffi::AnyBuffer>()
+      .template Ret<ffi::AnyBuffer>()
+      .template Attr<int64_t>("k")
+      .template Attr<int64_t>("scoring")
+      .template Attr<bool>("has_bias")
+      .template Attr<bool>("renormalize")
+      .template Attr<int64_t>("num_groups")
+      .template Attr<int64_t>("topk_groups")
+      .template Attr<float>("routed_scaling_factor");
 }
 
 }  // namespace jax_moe

@@ -161,16 +161,4 @@ ffi::Error TopkSoftmaxCpu(ffi::AnyBuffer logits, ffi::AnyBuffer bias,
 }  // namespace jax_moe
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxMoeTopkSoftmaxCpu, jax_moe::TopkSoftmaxCpu,
-                              xla::ffi::Ffi::Bind()
-                                  .Arg<xla::ffi::AnyBuffer>()
-                                  .Arg<xla::ffi::AnyBuffer>()
-                                  .Ret<xla::ffi::AnyBuffer>()
-                                  .Ret<xla::ffi::AnyBuffer>()
-                                  .Ret<xla::ffi::AnyBuffer>()
-                                  .Attr<int64_t>("k")
-                                  .Attr<int64_t>("scoring")
-                                  .Attr<bool>("has_bias")
-                                  .Attr<bool>("renormalize")
-                                  .Attr<int64_t>("num_groups")
-                                  .Attr<int64_t>("topk_groups")
-                                  .Attr<float>("routed_scaling_factor"));
+                              jax_moe::BindTopkSoftmax(xla::ffi::Ffi::Bind()));

@@ -479,19 +479,7 @@ ffi::Error TopkSoftmaxCuda(cudaStream_t stream, ffi::AnyBuffer logits, ffi::AnyB
 }  // namespace
 }  // namespace jax_moe
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxMoeTopkSoftmaxCuda, jax_moe::TopkSoftmaxCuda,
-                              xla::ffi::Ffi::Bind()
-                                  .Ctx<xla::ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<xla::ffi::AnyBuffer>()
-                                  .Arg<xla::ffi::AnyBuffer>()
-                                  .Ret<xla::ffi::AnyBuffer>()
-                                  .Ret<xla::ffi::AnyBuffer>()
-                                  .Ret<xla::ffi::AnyBuffer>()
-                                  .Attr<int64_t>("k")
-                                  .Attr<int64_t>("scoring")
-                                  .Attr<bool>("has_bias")
-                                  .Attr<bool>("renormalize")
-                                  .Attr<int64_t>("num_groups")
-                                  .Attr<int64_t>("topk_groups")
-                                  .Attr<float>("routed_scaling_factor"),
-                              {xla::ffi::Traits::kCmdBufferCompatible});
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxMoeTopkSoftmaxCuda, jax_moe::TopkSoftmaxCuda,
+    jax_moe::BindTopkSoftmax(xla::ffi::Ffi::Bind().Ctx<xla::ffi::PlatformStream<cudaStream_t>>()),
+    {xla::ffi::Traits::kCmdBufferCompatible});

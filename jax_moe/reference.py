@@ -10,7 +10,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jax_moe.activations import apply_activation
-from jax_moe.routing import RoutingConfig, check_bias, check_logits, scores_of, selected_weights
+from jax_moe.routing import parse_routing_args, scores_of, selected_weights
 
 
 def _canonical_keys(keys: jax.Array) -> jax.Array:
@@ -38,19 +38,11 @@ def topk_softmax(
     routed_scaling_factor: float = 1.0,
 ):
     """Reference of :func:`jax_moe.topk_softmax` (same arguments, same outputs)."""
-    logits = check_logits(logits)
-    E = logits.shape[-1]
-    config = RoutingConfig(
-        num_experts=E,
-        k=k,
-        renormalize=bool(renormalize),
-        scoring=scoring,
-        has_bias=correction_bias is not None,
-        num_groups=num_groups,
-        topk_groups=topk_groups,
-        routed_scaling_factor=float(routed_scaling_factor),
+    logits, bias, config = parse_routing_args(
+        logits, k, renormalize=renormalize, scoring=scoring, correction_bias=correction_bias,
+        num_groups=num_groups, topk_groups=topk_groups, routed_scaling_factor=routed_scaling_factor,
     )
-    bias = check_bias(correction_bias, E)
+    E = logits.shape[-1]
     leading = logits.shape[:-1]
     x = logits.reshape(-1, E).astype(jnp.float32)
     T = x.shape[0]

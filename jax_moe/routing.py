@@ -87,6 +87,24 @@ def check_bias(correction_bias, num_experts: int) -> jax.Array:
     return bias.astype(jnp.float32)
 
 
+def parse_routing_args(logits, k, *, renormalize, scoring, correction_bias, num_groups, topk_groups,
+                       routed_scaling_factor) -> tuple[jax.Array, jax.Array, RoutingConfig]:
+    """Validates topk_softmax's arguments: (logits [..., E], f32 bias [E], static config)."""
+    logits = check_logits(logits)
+    E = logits.shape[-1]
+    config = RoutingConfig(
+        num_experts=E,
+        k=k,
+        renormalize=bool(renormalize),
+        scoring=scoring,
+        has_bias=correction_bias is not None,
+        num_groups=num_groups,
+        topk_groups=topk_groups,
+        routed_scaling_factor=float(routed_scaling_factor),
+    )
+    return logits, check_bias(correction_bias, E), config
+
+
 def scores_of(logits: jax.Array, scoring: str) -> jax.Array:
     """Routing scores in fp32: softmax over the last axis, or sigmoid."""
     x = logits.astype(jnp.float32)
@@ -177,19 +195,11 @@ def topk_softmax(
     A token with NaN or infinite logits gets NaN weights; its ids stay distinct and in [0, E).
     Differentiable w.r.t. the logits through the chosen weights (renormalization included).
     """
-    logits = check_logits(logits)
-    E = logits.shape[-1]
-    config = RoutingConfig(
-        num_experts=E,
-        k=k,
-        renormalize=bool(renormalize),
-        scoring=scoring,
-        has_bias=correction_bias is not None,
-        num_groups=num_groups,
-        topk_groups=topk_groups,
-        routed_scaling_factor=float(routed_scaling_factor),
+    logits, bias, config = parse_routing_args(
+        logits, k, renormalize=renormalize, scoring=scoring, correction_bias=correction_bias,
+        num_groups=num_groups, topk_groups=topk_groups, routed_scaling_factor=routed_scaling_factor,
     )
-    bias = check_bias(correction_bias, E)
+    E = logits.shape[-1]
     leading = logits.shape[:-1]
     if math.prod(leading) * k >= 2**31:
         raise ValueError("topk_softmax: T * k must fit in int32")
