@@ -318,7 +318,7 @@ def main(argv=None) -> int:
         router_rows(ceilings, dtypes, sink)
     override = tuple(int(t) for t in args.tokens.split(",")) if args.tokens else None
     if "seed" in suites:
-        seed_tokens = override or (SEED_TOKENS if GPU else (32, 256))
+        seed_tokens = override or (SEED_TOKENS if GPU else (32, 128))
         moe_rows(ceilings, ["seed_nomic", "seed_qwen3"], {n: seed_tokens for n in SHAPES}, dtypes,
                  args.max_estimated_ms, sink)
     if "models" in suites:

@@ -17,6 +17,7 @@ Parameters (param_dtype), with ``out_sharding`` metadata naming the expert axis:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from typing import Any, NamedTuple
 
 import jax
@@ -29,6 +30,10 @@ from jax_moe import reference
 from jax_moe.activations import ACTIVATIONS
 from jax_moe.moe import MOE_TYPES
 from jax_moe.routing import RoutingConfig, scores_of
+
+# flax >= 0.12.11 can make sow a no-op outside nnx.capture, so a jitted training step never
+# carries the statistics in the module's state; older 0.12 releases store the latest values.
+_SOW_OUTSIDE_CAPTURE = {"capture_noop": True} if "capture_noop" in inspect.signature(nnx.Module.sow).parameters else {}
 
 HF_FORMATS = ("qwen3_moe", "qwen2_moe", "mixtral", "deepseek_v3", "nomic", "olmoe")
 IMPLEMENTATIONS = ("fused", "reference")
@@ -233,8 +238,8 @@ class MoE(nnx.Module):
         y = y.astype(c.dtype).reshape(*x.shape[:-1], c.hidden_size)
 
         aux = auxiliary_losses(logits, ids, c)
-        for name, value in aux._asdict().items():  # recorded only under nnx.capture(..., nnx.Intermediate)
-            self.sow(nnx.Intermediate, name, value, reduce_fn=lambda _, new: new, capture_noop=True)
+        for name, value in aux._asdict().items():  # the latest call's values, under nnx.capture
+            self.sow(nnx.Intermediate, name, value, reduce_fn=lambda _, new: new, **_SOW_OUTSIDE_CAPTURE)
         return (y, aux) if return_aux else y
 
     # -- Hugging Face checkpoints -------------------------------------------------------------
