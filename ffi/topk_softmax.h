@@ -35,7 +35,6 @@ namespace ffi = xla::ffi;
 enum Scoring : int64_t { kSoftmax = 0, kSigmoid = 1 };
 
 constexpr float kRenormEpsilon = 1e-20f;
-constexpr int32_t kNoExpert = std::numeric_limits<int32_t>::max();
 
 // Everything a kernel needs to route `rows` = batch * T rows of E logits.
 struct RoutingProblem {
@@ -54,11 +53,6 @@ struct RoutingProblem {
   JAX_MOE_HD int64_t rows() const { return batch * tokens; }
   JAX_MOE_HD bool logit_keys() const { return scoring == kSoftmax && !has_bias; }
 };
-
-// Key ordering: a beats b when its key is larger, or equal with a lower id.
-JAX_MOE_HD bool Beats(float key_a, int32_t id_a, float key_b, int32_t id_b) {
-  return key_a > key_b || (key_a == key_b && id_a < id_b);
-}
 
 // NaN ranks as -inf; -0.0 and +0.0 are one key.
 JAX_MOE_HD float CanonicalKey(float key) {

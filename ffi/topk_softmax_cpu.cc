@@ -51,7 +51,8 @@ void LoadRow(ffi::DataType type, const void* base, int64_t row, int64_t experts,
   }
 }
 
-// Writes the ids of the k best entries of keys[0, n) (by Beats, NaN entries skipped) to ids[0, k),
+// Writes the ids of the k best entries of keys[0, n) (larger key first, ties to the lower id; NaN
+// entries skipped) to ids[0, k),
 // best first: one pass with a sorted insertion buffer. Returns how many were found.
 int64_t TopK(const float* keys, int64_t n, int64_t k, int32_t* ids) {
   int64_t count = 0;

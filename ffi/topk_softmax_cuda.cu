@@ -126,11 +126,10 @@ __device__ __forceinline__ Candidates BestCandidates(const uint32_t (&key)[VPT],
   return c;
 }
 
-// Renormalizes / scales slots j = first, first + stride, ... of `row` (already written).
-__device__ __forceinline__ void ScaleSlots(const RouterArgs& a, int64_t row, int64_t first,
-                                           int64_t stride, float total) {
+// Renormalizes / scales the k weights of `row` (already written).
+__device__ __forceinline__ void ScaleSlots(const RouterArgs& a, int64_t row, float total) {
   const float factor = a.p.renormalize ? a.p.scale / (total + kRenormEpsilon) : a.p.scale;
-  for (int64_t j = first; j < a.p.k; j += stride) a.weights[row * a.p.k + j] *= factor;
+  for (int64_t j = 0; j < a.p.k; ++j) a.weights[row * a.p.k + j] *= factor;
 }
 
 template <typename In, int VPT, int TPR>
@@ -379,7 +378,7 @@ __global__ void __launch_bounds__(kThreads) SharedRouter(RouterArgs a, int warps
     __syncwarp();
     total += score;
   }
-  if (lane == 0 && (p.renormalize || p.scale != 1.0f)) ScaleSlots(a, row, 0, 1, total);
+  if (lane == 0 && (p.renormalize || p.scale != 1.0f)) ScaleSlots(a, row, total);
 }
 
 template <typename In, int VPT, int TPR>
