@@ -110,15 +110,16 @@ def touched_weight_bytes(case: MoECase, ids) -> int:
     return experts * case.shape.expert_bytes(jnp.dtype(case.dtype).itemsize)
 
 
-def moe_rows(ceilings: harness.Ceilings, shapes, tokens, dtypes, max_estimated_ms: float, sink) -> None:
+def moe_rows(ceilings: harness.Ceilings, shapes, tokens, dtypes, max_estimated_ms: float, sink, impls=None) -> None:
     for name in shapes:
         shape = SHAPES[name]
         for dtype in dtypes:
             for T in tokens[name]:
-                sink(moe_row(MoECase(shape, T, jnp.dtype(dtype)), ceilings, max_estimated_ms))
+                sink(moe_row(MoECase(shape, T, jnp.dtype(dtype)), ceilings, max_estimated_ms, impls))
 
 
-def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float) -> dict:
+def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, impls=None) -> dict:
+    """One (shape, T, dtype) row: every implementation (or those named in impls) checked, then timed."""
     s, T = case.shape, case.tokens
     x, gate, up, down, topk_weights, topk_ids = case.inputs()
     problem, weights = describe(x, gate, up, down, topk_weights, topk_ids, moe_type=s.moe_type, activation=s.activation)
@@ -141,6 +142,8 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float) 
         reason = anchor.unsupported(problem)
         candidates[anchor.name] = (reason, lambda xx, w, a=anchor: a.run(xx, w, topk_weights, topk_ids, problem))
     for impl, (reason, fn) in candidates.items():
+        if impls is not None and impl not in impls:
+            continue
         anchor = ANCHORS.get(impl)
         prepared = anchor.prepare(weights, problem) if anchor else weights
         brute_force = impl in ("dense", "xla_ragged") or (impl == "jax_moe_xla" and T * s.top_k > s.experts)
@@ -279,6 +282,8 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", default=None, help="comma list of T overriding the defaults")
     parser.add_argument("--max-estimated-ms", type=float, default=100.0 if GPU else 2000.0,
                         help="skip brute-force implementations estimated slower than this per call")
+    parser.add_argument("--impls", default=None,
+                        help="comma list of implementations to run (default: all), e.g. jax_moe_mosaic_gpu,tokamax_mosaic")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument("--render", default=None, metavar="JSON",
@@ -293,6 +298,7 @@ def main(argv=None) -> int:
         return 0
 
     suites = args.suites.split(",")
+    impls = set(args.impls.split(",")) if args.impls else None
     dtypes = args.dtypes.split(",") if args.dtypes else (["bfloat16", "float16", "float32"] if GPU else ["float32", "bfloat16"])
     log(f"device: {harness.device_name()} ({jax.default_backend()}), jax {jax.__version__}")
     ceilings = harness.measure_ceilings()
@@ -319,14 +325,14 @@ def main(argv=None) -> int:
     if "seed" in suites:
         seed_tokens = override or (SEED_TOKENS if GPU else (32, 128))
         moe_rows(ceilings, ["seed_nomic", "seed_qwen3"], {n: seed_tokens for n in SHAPES}, dtypes,
-                 args.max_estimated_ms, sink)
+                 args.max_estimated_ms, sink, impls)
     if "models" in suites:
         names = args.shapes.split(",") if args.shapes else ["qwen3_30b_a3b", "mixtral_8x7b", "olmoe", "deepseek_v3"]
         if not GPU:
             log("models suite skipped: model-size weights are GPU work")
         else:
             moe_rows(ceilings, names, {n: override or MODEL_TOKENS for n in names},
-                     [d for d in dtypes if d != "float32"], args.max_estimated_ms, sink)
+                     [d for d in dtypes if d != "float32"], args.max_estimated_ms, sink, impls)
 
     table = markdown(meta, rows)
     stem.with_suffix(".md").write_text(table)

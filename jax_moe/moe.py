@@ -23,7 +23,7 @@ def _check_shape(name, array, shape):
 
 
 def describe(hidden_states, gate, up, down, topk_weights, topk_ids, *, moe_type, activation,
-             gate_bias=None, up_bias=None, down_bias=None) -> tuple[MoEProblem, ExpertWeights]:
+             gate_bias=None, up_bias=None, down_bias=None, interpret=False) -> tuple[MoEProblem, ExpertWeights]:
     """Validates fused_moe's arguments; returns the static problem and the weights."""
     if moe_type not in MOE_TYPES:
         raise ValueError(f"unknown moe_type {moe_type!r}; expected one of {MOE_TYPES}")
@@ -75,6 +75,7 @@ def describe(hidden_states, gate, up, down, topk_weights, topk_ids, *, moe_type,
         activation=activation,
         has_bias=any(b is not None for b in (gate_bias, up_bias, down_bias)),
         platform=jax.default_backend(),
+        interpret=bool(interpret),
     )
     return problem, ExpertWeights(gate, up, down, gate_bias, up_bias, down_bias)
 
@@ -118,13 +119,15 @@ def fused_moe(
 
     Returns:
       [..., H] in x's dtype. Matmuls accumulate in fp32; the intermediate is rounded to x's dtype.
+      Differentiable in x, the weights, the biases and topk_weights; kernel backends take their
+      gradient from the "xla" backend's (recomputed from the inputs, nothing extra is saved).
     """
     x = jnp.asarray(hidden_states)
     topk_weights = jnp.asarray(topk_weights)
     topk_ids = jnp.asarray(topk_ids)
     problem, weights = describe(
         x, gate, up, down, topk_weights, topk_ids, moe_type=moe_type, activation=activation,
-        gate_bias=gate_bias, up_bias=up_bias, down_bias=down_bias,
+        gate_bias=gate_bias, up_bias=up_bias, down_bias=down_bias, interpret=interpret,
     )
     impl = backends.select(problem, backend)
     T, k = problem.tokens, problem.top_k
@@ -143,8 +146,30 @@ def fused_moe(
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _run(backend_name, problem, interpret, x, weights, topk_weights, topk_ids):
     """The backend under jit: eager calls compile once per problem, jitted callers inline it."""
-    impl = backends.registry.get(backend_name)
-    return impl.run(x, weights, topk_weights, topk_ids, problem, interpret=interpret)
+    if backend_name == "xla":  # plain XLA ops: differentiated by JAX itself
+        return backends.registry.get("xla").run(x, weights, topk_weights, topk_ids, problem)
+    return _kernel_forward(backend_name, problem, interpret, x, weights, topk_weights, topk_ids)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
+def _kernel_forward(backend_name, problem, interpret, x, weights, topk_weights, topk_ids):
+    """A kernel backend's forward; its gradient is the XLA backend's, recomputed from the inputs."""
+    return backends.registry.get(backend_name).run(x, weights, topk_weights, topk_ids, problem, interpret=interpret)
+
+
+def _kernel_forward_fwd(backend_name, problem, interpret, x, weights, topk_weights, topk_ids):
+    out = _kernel_forward(backend_name, problem, interpret, x, weights, topk_weights, topk_ids)
+    return out, (x, weights, topk_weights, topk_ids)
+
+
+def _kernel_forward_bwd(backend_name, problem, interpret, residuals, cotangent):
+    x, weights, topk_weights, topk_ids = residuals
+    xla_run = backends.registry.get("xla").run
+    _, vjp = jax.vjp(lambda x, w, tw: xla_run(x, w, tw, topk_ids, problem), x, weights, topk_weights)
+    return (*vjp(cotangent), None)  # topk_ids: integer, no gradient
+
+
+_kernel_forward.defvjp(_kernel_forward_fwd, _kernel_forward_bwd)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -112,3 +112,55 @@ def test_fused_moe_on_gpu(moe_type, dtype, T):
     out = on_gpu(run, *args, **kwargs)
     assert relative_error(out, on_cpu(ref, *args, **kwargs)) <= TOLERANCE[jnp.dtype(dtype)]
     np.testing.assert_array_equal(out, on_gpu(run, *args, **kwargs))  # deterministic
+
+
+def on_gpu_mosaic(args, moe_type, activation, **kwargs):
+    """fused_moe(backend="mosaic_gpu") on the GPU; the static options stay out of jit's arguments."""
+    run = lambda *a, **kw: jax_moe.fused_moe(*a, moe_type=moe_type, activation=activation, backend="mosaic_gpu", **kw)
+    return on_gpu(run, *args, **kwargs)
+
+
+@pytest.mark.parametrize("shape", ["qwen3_30b_a3b", "mixtral_8x7b", "olmoe", "seed_nomic", "seed_qwen3"])
+@pytest.mark.parametrize("T, dtype", [(1, jnp.bfloat16), (5, jnp.float16), (333, jnp.bfloat16), (4096, jnp.bfloat16)])
+def test_mosaic_gpu_on_benchmark_shapes(shape, T, dtype):
+    """The compiled kernels at the benchmark's sizes: parity with the fp32 reference, determinism."""
+    from jax_moe.shapes import SHAPES
+    s = SHAPES[shape]
+    if shape == "mixtral_8x7b" and T > 333:
+        pytest.skip("the fp32 reference of Mixtral at T=4096 costs minutes; T<=333 covers its tiling")
+    args, _ = make_case(T, T, s.hidden, s.intermediate, s.experts, s.top_k, moe_type=s.moe_type, dtype=dtype)
+    out = on_gpu_mosaic(args, s.moe_type, s.activation)
+    as_f32 = [a.astype(jnp.float32) if a is not None and a.dtype == dtype else a for a in args]
+    ref = on_gpu(lambda *a: reference.fused_moe(*a, moe_type=s.moe_type, activation=s.activation), *as_f32)
+    assert relative_error(out, ref) <= TOLERANCE[jnp.dtype(dtype)]
+    np.testing.assert_array_equal(out, on_gpu_mosaic(args, s.moe_type, s.activation))
+
+
+@pytest.mark.parametrize("moe_type", ["qwen3", "nomic"])
+@pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_exact", "relu"])
+def test_mosaic_gpu_epilogues(moe_type, activation):
+    """Every activation and bias in the compiled epilogues; empty experts; an out-of-range id."""
+    args, kwargs = make_case(7, 300, 128, 192, 10, 3, moe_type=moe_type, dtype=jnp.bfloat16, biases=True,
+                             empty_experts=(2, 7))
+    x, gate, up, down, w, ids = args
+    bad = ids.at[0, 0].set(10)
+    out = on_gpu_mosaic((x, gate, up, down, w, bad), moe_type, activation, **kwargs)
+    as_f32 = [a.astype(jnp.float32) if a is not None and a.dtype == jnp.bfloat16 else a for a in args]
+    as_f32[4] = w.at[0, 0].set(0.0)
+    ref = reference.fused_moe(*as_f32, moe_type=moe_type, activation=activation, **kwargs)
+    assert relative_error(out, ref) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
+
+
+def test_auto_picks_mosaic_gpu_on_hopper_and_gradients_flow():
+    args, kwargs = make_case(8, 64, 128, 128, 8, 2, dtype=jnp.bfloat16, biases=True)
+    problem, _ = jax_moe.moe.describe(*args, moe_type="qwen3", activation="silu", **kwargs)
+    from jax_moe import backends
+    if jax.devices()[0].compute_capability == "9.0":
+        assert backends.select(problem, "auto").name == "mosaic_gpu"
+    x, gate, up, down, w, ids = args
+    loss = lambda backend: lambda x, gate, w: jnp.sum(
+        jax_moe.fused_moe(x, gate, up, down, w, ids, backend=backend, **kwargs).astype(jnp.float32) ** 2)
+    grads = on_gpu(jax.grad(loss("auto"), argnums=(0, 1, 2)), x, gate, w)
+    expected = on_gpu(jax.grad(loss("xla"), argnums=(0, 1, 2)), x, gate, w)
+    for g, e in zip(grads, expected):
+        assert relative_error(g, e) <= TOLERANCE[jnp.dtype(g.dtype)]

@@ -44,6 +44,7 @@ class MoEProblem:
     activation: str
     has_bias: bool
     platform: str  # jax backend name: "cpu", "gpu", ...
+    interpret: bool = False  # Pallas kernels run in interpret mode (on any platform)
 
 
 @dataclasses.dataclass(frozen=True)
