@@ -29,11 +29,11 @@ from jax_moe.shapes import SHAPES
 from jax_moe.testing import relative_error
 
 
-def candidates(problem):
-    """(up, down) tilings worth trying: block_m x block_n within a warpgroup's registers, 4 or 5 stages."""
+def candidates(problem, grid):
+    """(up, down) tilings from the grid that fit a warpgroup's registers (block_m x block_n <= 64 x 256)."""
     gated = problem.moe_type == "qwen3"
     for bm, up_n, down_n, bk, stages, width in itertools.product(
-            (64, 128), (32, 64, 128), (64, 128, 256), (64,), (4, 5), (8,)):
+            grid["block_m"], grid["up_n"], grid["down_n"], grid["block_k"], grid["stages"], (8,)):
         if bm * up_n * (2 if gated else 1) > 64 * 256 or bm * down_n > 64 * 256:
             continue
         if problem.intermediate % up_n or problem.hidden % down_n:
@@ -59,8 +59,12 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", default="1,64,4096")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--limit", type=int, default=40, help="at most this many candidates per row")
+    grid = dict(block_m="64,128", up_n="64,128", down_n="64,128,256", block_k="64", stages="4,5")
+    for name, default in grid.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", default=default, help=f"comma list (default {default})")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
+    grid = {name: tuple(int(v) for v in getattr(args, name).split(",")) for name in grid}
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"tune-{harness.card_slug()}-{datetime.date.today().isoformat()}.json"
@@ -75,7 +79,7 @@ def main(argv=None) -> int:
         expected = jax.jit(run(default))(x, weights)
         # The glue kernels' names in the per-kernel table refer to this optimized HLO.
         (out / f"hlo-{name}-{T}.txt").write_text(jax.jit(run(default)).lower(x, weights).compile().as_text())
-        tried = [default] + [c for c in candidates(problem) if c != default][: args.limit - 1]
+        tried = [default] + [c for c in candidates(problem, grid) if c != default][: args.limit - 1]
         for cfgs in tried:
             entry = dict(shape=name, T=T, dtype=args.dtype, up=cfgs[0].__dict__, down=cfgs[1].__dict__,
                          default=cfgs == default)
