@@ -35,57 +35,89 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int) -> SortedRows:
 
 
 class TileLayout(NamedTuple):
-    """The routed rows sorted by expert, each expert's rows padded to whole M-tiles.
+    """The routed rows sorted by expert (compact), covered by M-tiles that each belong to one expert.
 
-    Row r of the padded order lies in tile r // block_m, and every tile belongs to one expert, so a
-    grouped GEMM reads one expert's weights per tile. Static sizes: num_tiles = T*k // block_m +
-    min(E, T*k) (enough for any routing), rows = num_tiles * block_m.
+    A tile spans rows [tile_start, tile_start + block_m) of the sorted order, tile_start a multiple
+    of ALIGN_ROWS, and owns the valid rows [tile_start + tile_lo, tile_start + tile_lo + tile_size):
+    its expert's rows. Tiles of neighbouring experts may overlap, but their valid rows do not, so a
+    grouped GEMM reads one expert's weights per tile and writes only its own rows (tokamax's
+    aligned groups; vLLM's moe_align_block_size pads every expert to whole tiles instead, which
+    costs up to block_m - 1 rows of work and HBM traffic per expert).
 
-    row_token:   int32 [rows]      token whose x feeds the row (0 for padding rows)
-    row_weight:  f32   [rows]      routing weight of the row (0 for padding rows)
+    Static sizes: N = T*k routed rows; ``rows`` = N rounded up to ALIGN_ROWS plus block_m, so that
+    every tile's block lies inside the arrays; num_tiles = N // block_m + 2 * min(E, N).
+
+    row_token:   int32 [rows]      token whose x feeds the row (0 past the routed rows)
+    row_weight:  f32   [rows]      routing weight of the row (0 past the routed rows)
+    slot_row:    int32 [T, k]      sorted row of each (token, slot); ``rows`` for out-of-range ids
     tile_expert: int32 [num_tiles] expert of each tile, -1 for tiles past the used ones
-    slot_row:    int32 [T, k]      padded row of each (token, slot); ``rows`` for out-of-range ids
+    tile_start, tile_lo, tile_size: int32 [num_tiles] the tile's block and its valid rows
     """
 
     row_token: jax.Array
     row_weight: jax.Array
-    tile_expert: jax.Array
     slot_row: jax.Array
+    tile_expert: jax.Array
+    tile_start: jax.Array
+    tile_lo: jax.Array
+    tile_size: jax.Array
+
+
+ALIGN_ROWS = 8  # tile starts: TMA-friendly row offsets
 
 
 def tile_count(tokens: int, top_k: int, num_experts: int, block_m: int) -> int:
-    """Static number of M-tiles that any routing of tokens * top_k rows over num_experts fits in."""
+    """Static number of M-tiles that any routing of tokens * top_k rows over num_experts fits in.
+
+    Expert e with n_e rows needs ceil((n_e + 7) / block_m) <= n_e / block_m + 2 tiles.
+    """
     n = tokens * top_k
-    return n // block_m + min(num_experts, n)
+    return n // block_m + 2 * min(num_experts, n)
+
+
+def row_count(tokens: int, top_k: int, block_m: int) -> int:
+    """Static length of the sorted-row arrays: the routed rows, aligned, plus one tile of slack."""
+    n = tokens * top_k
+    return -(-n // ALIGN_ROWS) * ALIGN_ROWS + block_m
 
 
 def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int) -> TileLayout:
-    """vLLM's moe_align_block_size for JAX: per-expert counts, tile-aligned offsets, the padded order.
+    """Per-expert counts, the stable sort of the routed rows by expert and the tiles that cover them.
 
     Deterministic; the rows of an expert keep their (token, slot) order.
     """
     T, k = topk_ids.shape
     n = T * k
     num_tiles = tile_count(T, k, num_experts, block_m)
-    rows = num_tiles * block_m
+    rows = row_count(T, k, block_m)
     sorted_rows = sort_by_expert(topk_ids, num_experts)
-    counts = sorted_rows.group_sizes
-    expert_tiles = (counts + block_m - 1) // block_m
-    tile_end = jnp.cumsum(expert_tiles)  # [E] first tile past each expert
-    padded_start = (tile_end - expert_tiles) * block_m  # [E] first padded row of each expert
-    group_start = jnp.cumsum(counts) - counts  # [E] first sorted row of each expert
-    expert = sorted_rows.expert
-    in_range = expert < num_experts
-    safe_expert = jnp.minimum(expert, num_experts - 1)
-    position = padded_start[safe_expert] + jnp.arange(n, dtype=jnp.int32) - group_start[safe_expert]
-    position = jnp.where(in_range, position, rows).astype(jnp.int32)  # out-of-range rows: dropped
     order = sorted_rows.order
-    row_token = jnp.zeros((rows,), jnp.int32).at[position].set(order // k, mode="drop")
-    row_weight = jnp.zeros((rows,), jnp.float32).at[position].set(
-        topk_weights.reshape(-1).astype(jnp.float32)[order], mode="drop")
-    slot_row = jnp.full((n,), rows, jnp.int32).at[order].set(position).reshape(T, k)
+    in_range = sorted_rows.expert < num_experts  # out-of-range rows sort last
+    row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(jnp.where(in_range, order // k, 0))
+    row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(
+        jnp.where(in_range, topk_weights.reshape(-1).astype(jnp.float32)[order], 0.0))
+    position = jnp.where(in_range, jnp.arange(n, dtype=jnp.int32), rows)
+    slot_row = jnp.zeros((n,), jnp.int32).at[order].set(position).reshape(T, k)
+
+    counts = sorted_rows.group_sizes
+    start = jnp.cumsum(counts) - counts  # [E] first sorted row of each expert
+    aligned = start // ALIGN_ROWS * ALIGN_ROWS
+    expert_tiles = jnp.where(counts > 0, (start + counts - aligned + block_m - 1) // block_m, 0)
+    tile_end = jnp.cumsum(expert_tiles)  # [E] first tile past each expert
     tile = jnp.arange(num_tiles, dtype=jnp.int32)
     # One fused compare-and-count: the default "scan" method runs a loop of small kernels.
-    tile_expert = jnp.searchsorted(tile_end, tile, side="right", method="compare_all").astype(jnp.int32)
-    tile_expert = jnp.where(tile_expert < num_experts, tile_expert, -1)
-    return TileLayout(row_token=row_token, row_weight=row_weight, tile_expert=tile_expert, slot_row=slot_row)
+    expert = jnp.searchsorted(tile_end, tile, side="right", method="compare_all").astype(jnp.int32)
+    used = expert < num_experts
+    e = jnp.minimum(expert, num_experts - 1)
+    tile_start = aligned[e] + (tile - (tile_end[e] - expert_tiles[e])) * block_m
+    lo = jnp.maximum(tile_start, start[e])
+    hi = jnp.minimum(tile_start + block_m, start[e] + counts[e])
+    return TileLayout(
+        row_token=row_token,
+        row_weight=row_weight,
+        slot_row=slot_row,
+        tile_expert=jnp.where(used, expert, -1),
+        tile_start=jnp.where(used, tile_start, 0).astype(jnp.int32),
+        tile_lo=jnp.where(used, lo - tile_start, 0).astype(jnp.int32),
+        tile_size=jnp.where(used, hi - lo, 0).astype(jnp.int32),
+    )

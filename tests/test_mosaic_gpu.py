@@ -15,7 +15,7 @@ import jax_moe
 from jax_moe import reference
 from jax_moe.backends import mosaic_gpu
 from jax_moe.moe import describe
-from jax_moe.permutation import align_to_tiles, tile_count
+from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, tile_count
 from jax_moe.testing import TOLERANCE, relative_error
 from tests.test_moe import make_case
 
@@ -86,37 +86,39 @@ def test_no_races_between_tiles():
     x, _, _, _, w, ids = args
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
-    h = mosaic_gpu.expert_up(layout.tile_expert, x[layout.row_token], weights, problem, up_cfg, params)
-    mosaic_gpu.expert_down(layout.tile_expert, h, layout.row_weight, weights, problem, down_cfg, params)
+    h = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, up_cfg, params)
+    mosaic_gpu.expert_down(layout, h, layout.row_weight, weights, problem, down_cfg, params)
     assert not interpret_pallas_call.get_races().races_found
 
 
-@pytest.mark.parametrize("T, k, E, block_m", [(0, 2, 4, 64), (1, 1, 1, 64), (37, 3, 5, 8), (50, 4, 4, 16), (9, 2, 130, 8)])
+@pytest.mark.parametrize("T, k, E, block_m", [(0, 2, 4, 64), (1, 1, 1, 64), (37, 3, 5, 8), (50, 4, 4, 16), (9, 2, 130, 8),
+                                         (300, 8, 128, 64)])
 def test_align_to_tiles(T, k, E, block_m):
     rng = np.random.default_rng(T + E)
     ids = rng.integers(-1, E + 1, size=(T, k)).astype(np.int32)  # includes out-of-range ids
     weights = rng.random((T, k)).astype(np.float32)
     layout = jax.tree.map(np.asarray, align_to_tiles(jnp.asarray(ids), jnp.asarray(weights), E, block_m))
-    num_tiles = tile_count(T, k, E, block_m)
-    rows = num_tiles * block_m
+    num_tiles, rows = tile_count(T, k, E, block_m), row_count(T, k, block_m)
     assert layout.tile_expert.shape == (num_tiles,) and layout.row_token.shape == (rows,)
-    # Every in-range (token, slot) sits in a tile of its expert, in (token, slot) order within it.
-    for e in range(E):
-        mine = [(t, j) for t in range(T) for j in range(k) if ids[t, j] == e]
-        placed = [layout.slot_row[t, j] for t, j in mine]
-        assert placed == sorted(placed)
-        assert all(layout.tile_expert[r // block_m] == e for r in placed)
-        assert all(layout.row_token[r] == t and layout.row_weight[r] == weights[t, j] for (t, j), r in zip(mine, placed))
     out_of_range = (ids < 0) | (ids >= E)
-    assert (layout.slot_row[out_of_range] == rows).all() and (layout.slot_row[~out_of_range] < rows).all()
-    # Rows that belong to no slot are padding: weight zero. Used tiles come first, in expert order.
-    padding = np.ones(rows, bool)
-    padding[layout.slot_row[~out_of_range]] = False
-    assert (layout.row_weight[padding] == 0).all()
-    used = layout.tile_expert[layout.tile_expert >= 0]
-    assert (np.diff(used) >= 0).all() and (layout.tile_expert[len(used):] == -1).all()
-    counts = np.bincount(ids[~out_of_range], minlength=E)
-    assert len(used) == sum(-(-c // block_m) for c in counts)
+    assert (layout.slot_row[out_of_range] == rows).all()
+    # The in-range rows come first, sorted by expert, (token, slot) order within an expert.
+    placed = layout.slot_row[~out_of_range]
+    assert sorted(placed) == list(range(len(placed)))
+    order = [(ids[t, j], t, j) for t in range(T) for j in range(k) if not out_of_range[t, j]]
+    for r, (e, t, j) in enumerate(sorted(order)):
+        assert layout.slot_row[t, j] == r and layout.row_token[r] == t and layout.row_weight[r] == weights[t, j]
+    assert (layout.row_weight[len(placed):] == 0).all()
+    # Tiles: aligned blocks inside the arrays whose valid rows partition the sorted rows by expert.
+    used = layout.tile_expert >= 0
+    assert (layout.tile_expert[used.sum():] == -1).all() and used[:used.sum()].all()
+    owner = np.full(len(placed), -1)
+    for e, start, lo, size in zip(layout.tile_expert[used], layout.tile_start[used], layout.tile_lo[used],
+                                  layout.tile_size[used]):
+        assert start % ALIGN_ROWS == 0 and start + block_m <= rows and 0 < size and lo + size <= block_m
+        assert (owner[start + lo:start + lo + size] == -1).all()
+        owner[start + lo:start + lo + size] = e
+    assert (owner == [e for e, _, _ in sorted(order)]).all()
 
 
 def test_backend_reports_why_it_cannot_run():

@@ -1,8 +1,8 @@
 """The "mosaic_gpu" backend: fused_moe as two grouped GEMM kernels in Pallas Mosaic GPU (sm90).
 
 Pipeline, for bf16 / f16 (x [T, H], k slots per token):
-  1. align (jax_moe.permutation.align_to_tiles): rows sorted by expert, each expert padded to whole
-     M-tiles, so that every tile reads one expert's weights;
+  1. align (jax_moe.permutation.align_to_tiles): rows sorted by expert (compact), covered by
+     64-row tiles that start at multiples of 8 rows and each belong to one expert;
   2. gather: xs[r] = x[row_token[r]]                                     [rows, H]
   3. expert_up kernel:   h = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   [rows, I]
                          (nomic: act(xs W1[e] + b1[e])); gate and up share one pipeline, fp32
@@ -10,6 +10,7 @@ Pipeline, for bf16 / f16 (x [T, H], k slots per token):
   4. expert_down kernel: y = row_weight * (h Wd[e] + bd[e])               [rows, H]
                          (nomic: h W2[e]^T, W2 read transposed from its [E, H, I] layout);
   5. combine: out[t] = sum_j y[slot_row[t, j]], slots summed in order j = 0..k-1 in fp32.
+Each tile stores only its expert's rows (neighbouring tiles may overlap, their rows do not).
 No atomics anywhere: results are bitwise reproducible. Both kernels are persistent (one CTA per
 SM walks the (tile, n-block) grid); tiles past the used ones exit at once.
 """
@@ -24,7 +25,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from jax_moe.backends.registry import Backend, ExpertWeights, MoEProblem, register
-from jax_moe.permutation import align_to_tiles
+from jax_moe.permutation import ALIGN_ROWS, TileLayout, align_to_tiles
 
 HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
@@ -57,6 +58,7 @@ class GemmConfig:
     block_k: int
     stages: int  # TMA pipeline depth
     tile_width: int = 8  # M-tiles walked side by side (same n-block) for L2 reuse of the weights
+    ctas_per_sm: int = 1  # >1: one CTA's epilogue and pipeline refill overlap another's main loop
 
 
 def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
@@ -102,34 +104,58 @@ def _interpret_params(interpret):
     return plgpu.InterpretGPUParams() if interpret else False
 
 
-def _grouped_gemm(tile_expert, lhs, rhs_list, out_cols, cfg: GemmConfig, *, transpose_rhs: bool,
-                  epilogue, vectors, out_dtype, interpret, name: str):
-    """out[tile rows, n-block] = epilogue(accs, vector tiles), accs = lhs[tile rows] @ rhs[e] per rhs.
+OUT_CHUNK = 64  # output columns per SMEM staging chunk: one 128-byte swizzle row of half floats
 
-    lhs [rows, K]; each rhs [E, K, N] (or [E, N, K] with transpose_rhs); out [rows, N] in out_dtype.
-    vectors: (kind, f32 array) pairs fetched into SMEM for the epilogue and broadcast to the tile:
-    "row" arrays are [rows] (one value per tile row), "col" arrays are [E, N] (one per column of e).
+
+def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
+    """Copies rows [lo, lo + size) of the staged tile (chunks [c, block_m, OUT_CHUNK]) to out_ref
+    rows start + lo ..., columns col0 ..., in power-of-two row pieces (TMA boxes are static)."""
+    offset, piece = lo, block_m
+    while piece:
+        @pl.when((size & piece) != 0)
+        def _():
+            for c in range(out_smem.shape[0]):
+                plgpu.copy_smem_to_gmem(out_smem.at[c, pl.ds(offset, piece)],
+                                        out_ref.at[pl.ds(start + offset, piece), pl.ds(col0 + c * OUT_CHUNK, OUT_CHUNK)],
+                                        commit_group=False)
+
+        offset = offset + (size & piece)
+        piece //= 2
+    plgpu.commit_smem_to_gmem_group()
+
+
+def _grouped_gemm(tiles: TileLayout, lhs, rhs_list, out_cols, cfg: GemmConfig, *, transpose_rhs: bool,
+                  epilogue, vectors, out_dtype, interpret, name: str):
+    """out[valid rows of a tile, n-block] = epilogue(accs, vector tiles), accs = lhs[tile block] @ rhs[e].
+
+    lhs [rows, K]; each rhs [E, K, N] (or [E, N, K] with transpose_rhs); out [rows, N] in out_dtype,
+    written only in the tiles' valid rows. vectors: (kind, f32 array) pairs fetched into SMEM for
+    the epilogue and broadcast to the tile: "row" arrays are [rows] (one value per row), "col"
+    arrays are [E, N] (one per column of the tile's expert).
     """
     rows, K = lhs.shape
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
-    m_tiles, n_tiles, k_steps = rows // bm, out_cols // bn, K // bk
+    if bn % OUT_CHUNK or out_cols % bn or K % bk:
+        raise ValueError(f"{cfg} does not tile N={out_cols}, K={K} (block_n a multiple of {OUT_CHUNK})")
+    m_tiles, n_tiles, k_steps = tiles.tile_expert.shape[0], out_cols // bn, K // bk
     n_rhs, n_vec = len(rhs_list), len(vectors)
     kinds = [kind for kind, _ in vectors]
     rhs_block = (bn, bk) if transpose_rhs else (bk, bn)
 
-    def body(tile_expert_ref, lhs_ref, *refs):
+    def body(expert_ref, start_ref, lo_ref, size_ref, lhs_ref, *refs):
         rhs_refs, vector_refs = refs[:n_rhs], refs[n_rhs:n_rhs + n_vec]
         out_ref, out_smem, vector_smems, vector_barriers = refs[n_rhs + n_vec:]
 
         @plgpu.nd_loop((m_tiles * n_tiles,), collective_axes="sm")
         def _tile(loop_info):
             mi, ni = plgpu.planar_snake(loop_info.index[0], (m_tiles, n_tiles), 0, cfg.tile_width)
-            e = tile_expert_ref[mi]
+            e = expert_ref[mi]
 
             @pl.when(e >= 0)
             def _():
+                start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
                 for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
-                    src = ref.at[pl.ds(mi * bm, bm)] if kind == "row" else ref.at[e, pl.ds(ni * bn, bn)]
+                    src = ref.at[pl.ds(start, bm)] if kind == "row" else ref.at[e, pl.ds(ni * bn, bn)]
                     plgpu.copy_gmem_to_smem(src, vector_smems[i], vector_barriers.at[i])
 
                 def accumulate(*acc_refs):
@@ -138,7 +164,7 @@ def _grouped_gemm(tile_expert, lhs, rhs_list, out_cols, cfg: GemmConfig, *, tran
                             plgpu.wgmma(acc_ref, lhs_smem, rhs_smem.transpose((1, 0)) if transpose_rhs else rhs_smem)
                         plgpu.wgmma_wait(n_rhs)
 
-                    lhs_spec = plgpu.BlockSpec((bm, bk), lambda k: (mi, k),
+                    lhs_spec = plgpu.BlockSpec((pl.Element(bm), bk), lambda k: (start, k),
                                                transforms=_tiled_swizzled((bm, bk), lhs.dtype), delay_release=1)
                     rhs_index = (lambda k: (ni, k)) if transpose_rhs else (lambda k: (k, ni))
                     rhs_spec = plgpu.BlockSpec(rhs_block, rhs_index, transforms=_tiled_swizzled(rhs_block, lhs.dtype),
@@ -148,22 +174,29 @@ def _grouped_gemm(tile_expert, lhs, rhs_list, out_cols, cfg: GemmConfig, *, tran
                     return tuple(a[...] for a in acc_refs)
 
                 accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, bn), jnp.float32)] * n_rhs)
-                tiles = []
+                vector_tiles = []
                 for i, kind in enumerate(kinds):
                     plgpu.barrier_wait(vector_barriers.at[i])
                     axis = 1 if kind == "row" else 0
                     v = plgpu.load(vector_smems[i], layout=plgpu.Layout.WGMMA.reduce(axis))
-                    tiles.append(lax.broadcast_in_dim(v, (bm, bn), [1 - axis]))
-                tile = epilogue(accs, tiles)
+                    vector_tiles.append(lax.broadcast_in_dim(v, (bm, bn), [1 - axis]))
+                tile = epilogue(accs, vector_tiles)
                 plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous tile's store has read out_smem
-                out_smem[...] = tile.astype(out_dtype)
+                tile = tile.astype(out_dtype)
+                for c in range(bn // OUT_CHUNK):
+                    out_smem[c] = tile[:, c * OUT_CHUNK:(c + 1) * OUT_CHUNK]
                 plgpu.commit_smem()
-                plgpu.copy_smem_to_gmem(out_smem, out_ref.at[pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)])
+                _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], ni * bn, bm)
 
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
+    out_bits = jnp.dtype(out_dtype).itemsize * 8
+    out_swizzle = plgpu.find_swizzle(OUT_CHUNK * out_bits)
     scratch = [
-        plgpu.SMEM((bm, bn), out_dtype, transforms=_tiled_swizzled((bm, bn), out_dtype)),
+        # Row-granular tiling, so that the ragged store can start at any row.
+        plgpu.SMEM((bn // OUT_CHUNK, bm, OUT_CHUNK), out_dtype,
+                   transforms=(plgpu.TilingTransform((1, out_swizzle * 8 // out_bits)),
+                               plgpu.SwizzleTransform(out_swizzle))),
         [plgpu.SMEM((bm if kind == "row" else bn,), jnp.float32) for kind in kinds],
         plgpu.Barrier(num_barriers=max(n_vec, 1)),
     ]
@@ -171,15 +204,16 @@ def _grouped_gemm(tile_expert, lhs, rhs_list, out_cols, cfg: GemmConfig, *, tran
         body,
         out_type=jax.ShapeDtypeStruct((rows, out_cols), out_dtype),
         scratch_types=scratch,
-        grid=(_num_sms(interpret),),
+        grid=(_num_sms(interpret) * cfg.ctas_per_sm,),
         grid_names=("sm",),
         kernel_name=name,
         interpret=_interpret_params(interpret),
     )
-    return kernel(tile_expert, lhs, *rhs_list, *(array for _, array in vectors))
+    return kernel(tiles.tile_expert, tiles.tile_start, tiles.tile_lo, tiles.tile_size, lhs, *rhs_list,
+                  *(array for _, array in vectors))
 
 
-def expert_up(tile_expert, xs, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
+def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
     """h [rows, I] = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   (nomic: act(xs W1[e] + b1[e]))."""
     gated = problem.moe_type == "qwen3"
     act = KERNEL_ACTIVATIONS[problem.activation]
@@ -196,11 +230,11 @@ def expert_up(tile_expert, xs, weights: ExpertWeights, problem: MoEProblem, cfg:
         return act(g) * u
 
     rhs = [weights.gate, weights.up] if gated else [weights.gate]
-    return _grouped_gemm(tile_expert, xs, rhs, problem.intermediate, cfg, transpose_rhs=False, epilogue=epilogue,
+    return _grouped_gemm(tiles, xs, rhs, problem.intermediate, cfg, transpose_rhs=False, epilogue=epilogue,
                          vectors=vectors, out_dtype=xs.dtype, interpret=interpret, name="jax_moe_expert_up")
 
 
-def expert_down(tile_expert, h, row_weight, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig,
+def expert_down(tiles: TileLayout, h, row_weight, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig,
                 interpret=False):
     """y [rows, H] = row_weight * (h Wd[e] + bd[e])   (nomic: h W2[e]^T + bd[e])."""
     gated = problem.moe_type == "qwen3"
@@ -213,7 +247,7 @@ def expert_down(tile_expert, h, row_weight, weights: ExpertWeights, problem: MoE
         return y * tiles[0]
 
     second = weights.down if gated else weights.up
-    return _grouped_gemm(tile_expert, h, [second], problem.hidden, cfg, transpose_rhs=not gated, epilogue=epilogue,
+    return _grouped_gemm(tiles, h, [second], problem.hidden, cfg, transpose_rhs=not gated, epilogue=epilogue,
                          vectors=vectors, out_dtype=h.dtype, interpret=interpret, name="jax_moe_expert_down")
 
 
@@ -238,8 +272,8 @@ def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, 
         raise ValueError(f"both kernels tile the same rows: block_m {up_cfg.block_m} != {down_cfg.block_m}")
     layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
     xs = gather_rows(x, layout.row_token)
-    h = expert_up(layout.tile_expert, xs, weights, problem, up_cfg, interpret)
-    y = expert_down(layout.tile_expert, h, layout.row_weight, weights, problem, down_cfg, interpret)
+    h = expert_up(layout, xs, weights, problem, up_cfg, interpret)
+    y = expert_down(layout, h, layout.row_weight, weights, problem, down_cfg, interpret)
     slots = jnp.take(y, layout.slot_row, axis=0, mode="fill", fill_value=0).astype(jnp.float32)  # [T, k, H]
     out = slots[:, 0]
     for j in range(1, problem.top_k):  # fixed order: bitwise reproducible
