@@ -162,5 +162,6 @@ def test_auto_picks_mosaic_gpu_on_hopper_and_gradients_flow():
         jax_moe.fused_moe(x, gate, up, down, w, ids, backend=backend, **kwargs).astype(jnp.float32) ** 2)
     grads = on_gpu(jax.grad(loss("auto"), argnums=(0, 1, 2)), x, gate, w)
     expected = on_gpu(jax.grad(loss("xla"), argnums=(0, 1, 2)), x, gate, w)
+    # Same VJP, but the cotangent 2 * out comes from each backend's bf16 forward: bf16's bound.
     for g, e in zip(grads, expected):
-        assert relative_error(g, e) <= TOLERANCE[jnp.dtype(g.dtype)]
+        assert relative_error(g, e) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
