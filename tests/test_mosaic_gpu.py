@@ -14,8 +14,10 @@ from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call  # race d
 import jax_moe
 from jax_moe import reference
 from jax_moe.backends import mosaic_gpu
+from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.moe import describe
 from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, tile_count
+from jax_moe.shapes import SHAPES
 from jax_moe.testing import TOLERANCE, relative_error
 from tests.test_moe import make_case
 
@@ -119,6 +121,27 @@ def test_align_to_tiles(T, k, E, block_m):
         assert (owner[start + lo:start + lo + size] == -1).all()
         owner[start + lo:start + lo + size] = e
     assert (owner == [e for e, _, _ in sorted(order)]).all()
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("T", [1, 64, 4096])
+def test_kernels_lower_for_hopper(shape, T, monkeypatch):
+    """Every benchmark shape's default tiling lowers to Mosaic GPU for CUDA, on this CPU: layout
+    inference, TMA and SMEM budgets (227 KiB) are checked here, only ptxas is left to the GPU."""
+    monkeypatch.setattr(mosaic_gpu, "_num_sms", lambda interpret: 132)
+    s = SHAPES[shape]
+    problem = MoEProblem(T, s.hidden, s.intermediate, s.experts, s.top_k, jnp.dtype(jnp.bfloat16), s.moe_type,
+                         s.activation, has_bias=True, platform="gpu")
+    half = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.bfloat16)
+    f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
+    E, H, I = s.experts, s.hidden, s.intermediate
+    gated = s.moe_type == "qwen3"
+    weights = ExpertWeights(half(E, H, I), half(E, H, I), half(E, I, H) if gated else None, f32(E, I),
+                            f32(E, I) if gated else None, f32(E, H))
+    run = jax.jit(lambda x, w, tw, ti: mosaic_gpu.run(x, w, tw, ti, problem))
+    lowered = run.trace(half(T, H), weights, f32(T, s.top_k), jax.ShapeDtypeStruct((T, s.top_k), jnp.int32)).lower(
+        lowering_platforms=("cuda",))
+    assert lowered.as_text().count("stablehlo.custom_call @mosaic_gpu") == 2  # expert_up and expert_down
 
 
 def test_backend_reports_why_it_cannot_run():
