@@ -64,8 +64,9 @@ class GemmConfig:
 def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     """(expert_up, expert_down) tilings for a problem; both use the same block_m.
 
-    Measured on an H200 (benchmarks/NOTES.md, tune runs): block_m 64 beats 128 at Qwen3-30B-A3B
-    T=4096 (less padding, more tiles in flight), and 4 TMA stages beat 2 by 1.6-2x everywhere.
+    From the tiling sweeps on an H100 and an H200 (benchmarks/tune_mosaic.py, benchmarks/NOTES.md):
+    block_m 64 beats 128 at Qwen3-30B-A3B T=4096, 4 TMA stages beat 2 by 1.6-2x, 3-5 stages and
+    2 CTAs per SM are within 2 %.
     A warpgroup holds block_m x block_n fp32 accumulators in registers, 64 x 256 at most, shared
     by the gate and up accumulators when gated.
     """
