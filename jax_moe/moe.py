@@ -134,7 +134,6 @@ def fused_moe(
     out = _run(
         impl.name,
         problem,
-        interpret,
         x.reshape(T, problem.hidden),
         weights,
         topk_weights.reshape(T, k).astype(jnp.float32),
@@ -143,26 +142,27 @@ def fused_moe(
     return out.reshape(x.shape)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _run(backend_name, problem, interpret, x, weights, topk_weights, topk_ids):
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run(backend_name, problem, x, weights, topk_weights, topk_ids):
     """The backend under jit: eager calls compile once per problem, jitted callers inline it."""
     if backend_name == "xla":  # plain XLA ops: differentiated by JAX itself
         return backends.registry.get("xla").run(x, weights, topk_weights, topk_ids, problem)
-    return _kernel_forward(backend_name, problem, interpret, x, weights, topk_weights, topk_ids)
+    return _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1, 2))
-def _kernel_forward(backend_name, problem, interpret, x, weights, topk_weights, topk_ids):
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
+def _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids):
     """A kernel backend's forward; its gradient is the XLA backend's, recomputed from the inputs."""
-    return backends.registry.get(backend_name).run(x, weights, topk_weights, topk_ids, problem, interpret=interpret)
+    impl = backends.registry.get(backend_name)
+    return impl.run(x, weights, topk_weights, topk_ids, problem, interpret=problem.interpret)
 
 
-def _kernel_forward_fwd(backend_name, problem, interpret, x, weights, topk_weights, topk_ids):
-    out = _kernel_forward(backend_name, problem, interpret, x, weights, topk_weights, topk_ids)
+def _kernel_forward_fwd(backend_name, problem, x, weights, topk_weights, topk_ids):
+    out = _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids)
     return out, (x, weights, topk_weights, topk_ids)
 
 
-def _kernel_forward_bwd(backend_name, problem, interpret, residuals, cotangent):
+def _kernel_forward_bwd(backend_name, problem, residuals, cotangent):
     x, weights, topk_weights, topk_ids = residuals
     xla_run = backends.registry.get("xla").run
     _, vjp = jax.vjp(lambda x, w, tw: xla_run(x, w, tw, topk_ids, problem), x, weights, topk_weights)

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_moe import make_case
+from test_moe import make_case, upcast
 from test_router import grid_logits
 
 import jax_moe
@@ -130,8 +130,7 @@ def test_mosaic_gpu_on_benchmark_shapes(shape, T, dtype):
         pytest.skip("the fp32 reference of Mixtral at T=4096 costs minutes; T<=333 covers its tiling")
     args, _ = make_case(T, T, s.hidden, s.intermediate, s.experts, s.top_k, moe_type=s.moe_type, dtype=dtype)
     out = on_gpu_mosaic(args, s.moe_type, s.activation)
-    as_f32 = [a.astype(jnp.float32) if a is not None and a.dtype == dtype else a for a in args]
-    ref = on_gpu(lambda *a: reference.fused_moe(*a, moe_type=s.moe_type, activation=s.activation), *as_f32)
+    ref = on_gpu(lambda *a: reference.fused_moe(*a, moe_type=s.moe_type, activation=s.activation), *upcast(args))
     assert relative_error(out, ref) <= TOLERANCE[jnp.dtype(dtype)]
     np.testing.assert_array_equal(out, on_gpu_mosaic(args, s.moe_type, s.activation))
 
@@ -145,9 +144,8 @@ def test_mosaic_gpu_epilogues(moe_type, activation):
     x, gate, up, down, w, ids = args
     bad = ids.at[0, 0].set(10)
     out = on_gpu_mosaic((x, gate, up, down, w, bad), moe_type, activation, **kwargs)
-    as_f32 = [a.astype(jnp.float32) if a is not None and a.dtype == jnp.bfloat16 else a for a in args]
-    as_f32[4] = w.at[0, 0].set(0.0)
-    ref = reference.fused_moe(*as_f32, moe_type=moe_type, activation=activation, **kwargs)
+    ref = reference.fused_moe(*upcast((x, gate, up, down, w.at[0, 0].set(0.0), ids)), moe_type=moe_type,
+                              activation=activation, **kwargs)
     assert relative_error(out, ref) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
 
 

@@ -38,6 +38,11 @@ def make_case(seed, T, H, I, E, k, *, moe_type="qwen3", dtype=jnp.float32, biase
     return (x, gate, up, down, topk_weights, topk_ids), kwargs
 
 
+def upcast(args):
+    """fused_moe's positional arguments with every floating array in fp32 (None and ids as they are)."""
+    return [a.astype(jnp.float32) if a is not None and jnp.issubdtype(a.dtype, jnp.floating) else a for a in args]
+
+
 def run_strategy(name, args, moe_type, activation, kwargs):
     problem, weights = describe(*args, moe_type=moe_type, activation=activation, **kwargs)
     x, _, _, _, topk_weights, topk_ids = args

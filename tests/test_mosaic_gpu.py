@@ -19,7 +19,7 @@ from jax_moe.moe import describe
 from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, tile_count
 from jax_moe.shapes import SHAPES
 from jax_moe.testing import TOLERANCE, relative_error
-from tests.test_moe import make_case
+from tests.test_moe import make_case, upcast
 
 
 def run_interpreted(args, moe_type="qwen3", activation="silu", **kwargs):
@@ -29,9 +29,7 @@ def run_interpreted(args, moe_type="qwen3", activation="silu", **kwargs):
 
 def reference_of(args, moe_type="qwen3", activation="silu", **kwargs):
     """The fp32 reference on the half-precision inputs (the error the half output has against it)."""
-    as_f32 = [None if a is None else (a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a)
-              for a in args]
-    return reference.fused_moe(*as_f32, moe_type=moe_type, activation=activation, **kwargs)
+    return reference.fused_moe(*upcast(args), moe_type=moe_type, activation=activation, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -89,7 +87,7 @@ def test_no_races_between_tiles():
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
     h = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, up_cfg, params)
-    mosaic_gpu.expert_down(layout, h, layout.row_weight, weights, problem, down_cfg, params)
+    mosaic_gpu.expert_down(layout, h, weights, problem, down_cfg, params)
     assert not interpret_pallas_call.get_races().races_found
 
 

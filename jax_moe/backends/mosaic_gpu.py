@@ -235,11 +235,10 @@ def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem
                          vectors=vectors, out_dtype=xs.dtype, interpret=interpret, name="jax_moe_expert_up")
 
 
-def expert_down(tiles: TileLayout, h, row_weight, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig,
-                interpret=False):
+def expert_down(tiles: TileLayout, h, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
     """y [rows, H] = row_weight * (h Wd[e] + bd[e])   (nomic: h W2[e]^T + bd[e])."""
     gated = problem.moe_type == "qwen3"
-    vectors = [("row", row_weight)]
+    vectors = [("row", tiles.row_weight)]
     if weights.down_bias is not None:
         vectors.append(("col", weights.down_bias.astype(jnp.float32)))
 
@@ -274,7 +273,7 @@ def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, 
     layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
     xs = gather_rows(x, layout.row_token)
     h = expert_up(layout, xs, weights, problem, up_cfg, interpret)
-    y = expert_down(layout, h, layout.row_weight, weights, problem, down_cfg, interpret)
+    y = expert_down(layout, h, weights, problem, down_cfg, interpret)
     slots = jnp.take(y, layout.slot_row, axis=0, mode="fill", fill_value=0).astype(jnp.float32)  # [T, k, H]
     out = slots[:, 0]
     for j in range(1, problem.top_k):  # fixed order: bitwise reproducible
@@ -284,9 +283,9 @@ def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, 
 
 def unsupported(problem: MoEProblem) -> str | None:
     """Why this backend cannot run ``problem``, or None."""
-    if problem.platform != "gpu" and not problem.interpret:
-        return f"needs an NVIDIA sm90 GPU (platform is {problem.platform!r}; interpret=True runs it on the CPU)"
-    if problem.platform == "gpu" and not problem.interpret:
+    if not problem.interpret:
+        if problem.platform != "gpu":
+            return f"needs an NVIDIA sm90 GPU (platform is {problem.platform!r}; interpret=True runs it on the CPU)"
         capability = getattr(jax.devices()[0], "compute_capability", None)
         if capability != "9.0":
             return f"needs compute capability 9.0 (Hopper), found {capability}"
