@@ -52,6 +52,7 @@ class TileLayout(NamedTuple):
     slot_row:    int32 [T, k]      sorted row of each (token, slot); ``rows`` for out-of-range ids
     tile_expert: int32 [num_tiles] expert of each tile, -1 for tiles past the used ones
     tile_start, tile_lo, tile_size: int32 [num_tiles] the tile's block and its valid rows
+    expert_start, expert_size: int32 [E] each expert's rows [start, start + size) (compact)
     """
 
     row_token: jax.Array
@@ -61,6 +62,8 @@ class TileLayout(NamedTuple):
     tile_start: jax.Array
     tile_lo: jax.Array
     tile_size: jax.Array
+    expert_start: jax.Array
+    expert_size: jax.Array
 
 
 ALIGN_ROWS = 8  # tile starts: TMA-friendly row offsets
@@ -120,4 +123,6 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         tile_start=jnp.where(used, tile_start, 0).astype(jnp.int32),
         tile_lo=jnp.where(used, lo - tile_start, 0).astype(jnp.int32),
         tile_size=jnp.where(used, hi - lo, 0).astype(jnp.int32),
+        expert_start=start.astype(jnp.int32),
+        expert_size=counts,
     )
