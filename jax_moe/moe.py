@@ -23,7 +23,8 @@ def _check_shape(name, array, shape):
 
 
 def describe(hidden_states, gate, up, down, topk_weights, topk_ids, *, moe_type, activation,
-             gate_bias=None, up_bias=None, down_bias=None, interpret=False) -> tuple[MoEProblem, ExpertWeights]:
+             gate_bias=None, up_bias=None, down_bias=None, interpret=False,
+             recompute=False) -> tuple[MoEProblem, ExpertWeights]:
     """Validates fused_moe's arguments; returns the static problem and the weights."""
     if moe_type not in MOE_TYPES:
         raise ValueError(f"unknown moe_type {moe_type!r}; expected one of {MOE_TYPES}")
@@ -76,6 +77,7 @@ def describe(hidden_states, gate, up, down, topk_weights, topk_ids, *, moe_type,
         has_bias=any(b is not None for b in (gate_bias, up_bias, down_bias)),
         platform=jax.default_backend(),
         interpret=bool(interpret),
+        recompute=bool(recompute),
     )
     return problem, ExpertWeights(gate, up, down, gate_bias, up_bias, down_bias)
 
@@ -95,6 +97,7 @@ def fused_moe(
     down_bias=None,
     backend: str = "auto",
     interpret: bool = False,
+    recompute: bool = False,
 ) -> jax.Array:
     """Mixture-of-experts layer with routing given.
 
@@ -116,18 +119,21 @@ def fused_moe(
       down_bias: optional [E, H] added to each expert's output before weighting.
       backend: "auto" or a name from ``jax_moe.backends.names()``.
       interpret: run Pallas kernels in interpret mode (CPU testing); ignored by "xla".
+      recompute: under differentiation, save only the inputs and recompute the gate/up products
+        in the backward (one more grouped GEMM) instead of saving the pre-activations
+        (2 * k * I elements per token for qwen3, k * I for nomic, in x's dtype). "mosaic_gpu" only.
 
     Returns:
       [..., H] in x's dtype. Matmuls accumulate in fp32; the intermediate is rounded to x's dtype.
-      Differentiable in x, the weights, the biases and topk_weights; kernel backends take their
-      gradient from the "xla" backend's (recomputed from the inputs, nothing extra is saved).
+      Differentiable in x, the weights, the biases and topk_weights: "xla" by JAX itself,
+      "mosaic_gpu" by its own backward kernels (jax_moe.backends.mosaic_gpu_grad).
     """
     x = jnp.asarray(hidden_states)
     topk_weights = jnp.asarray(topk_weights)
     topk_ids = jnp.asarray(topk_ids)
     problem, weights = describe(
         x, gate, up, down, topk_weights, topk_ids, moe_type=moe_type, activation=activation,
-        gate_bias=gate_bias, up_bias=up_bias, down_bias=down_bias, interpret=interpret,
+        gate_bias=gate_bias, up_bias=up_bias, down_bias=down_bias, interpret=interpret, recompute=recompute,
     )
     impl = backends.select(problem, backend)
     T, k = problem.tokens, problem.top_k
@@ -152,21 +158,30 @@ def _run(backend_name, problem, x, weights, topk_weights, topk_ids):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids):
-    """A kernel backend's forward; its gradient is the XLA backend's, recomputed from the inputs."""
+    """A kernel backend's forward, differentiated by the backend's own backward when it has one,
+    else by the XLA backend's VJP recomputed from the inputs."""
     impl = backends.registry.get(backend_name)
     return impl.run(x, weights, topk_weights, topk_ids, problem, interpret=problem.interpret)
 
 
 def _kernel_forward_fwd(backend_name, problem, x, weights, topk_weights, topk_ids):
-    out = _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids)
-    return out, (x, weights, topk_weights, topk_ids)
+    impl = backends.registry.get(backend_name)
+    if impl.backward is None:
+        out, saved = _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids), None
+    else:
+        out, saved = impl.forward_for_grad(x, weights, topk_weights, topk_ids, problem)
+    return out, (x, weights, topk_weights, topk_ids, saved)
 
 
 def _kernel_forward_bwd(backend_name, problem, residuals, cotangent):
-    x, weights, topk_weights, topk_ids = residuals
+    x, weights, topk_weights, topk_ids, saved = residuals
+    impl = backends.registry.get(backend_name)
+    if impl.backward is not None:
+        grads = impl.backward(saved, x, weights, topk_weights, topk_ids, cotangent, problem)
+        return (*grads, None)  # topk_ids: integer, no gradient
     xla_run = backends.registry.get("xla").run
     _, vjp = jax.vjp(lambda x, w, tw: xla_run(x, w, tw, topk_ids, problem), x, weights, topk_weights)
-    return (*vjp(cotangent), None)  # topk_ids: integer, no gradient
+    return (*vjp(cotangent), None)
 
 
 _kernel_forward.defvjp(_kernel_forward_fwd, _kernel_forward_bwd)

@@ -125,27 +125,38 @@ def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
     plgpu.commit_smem_to_gmem_group()
 
 
-def _grouped_gemm(tiles: TileLayout, lhs, rhs_list, out_cols, cfg: GemmConfig, *, transpose_rhs: bool,
-                  epilogue, vectors, out_dtype, interpret, name: str):
-    """out[valid rows of a tile, n-block] = epilogue(accs, vector tiles), accs = lhs[tile block] @ rhs[e].
+def _grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transpose_rhs: bool, epilogue,
+                  vectors, out_dtypes, interpret, name: str, row_sums: bool = False):
+    """outs[valid rows of a tile, n-block] = epilogue(accs, vector tiles), accs[a] = sum over phases
+    (lhs, rhs_tuple) of lhs[tile block] @ rhs_tuple[a][e].
 
-    lhs [rows, K]; each rhs [E, K, N] (or [E, N, K] with transpose_rhs); out [rows, N] in out_dtype,
-    written only in the tiles' valid rows. vectors: (kind, f32 array) pairs fetched into SMEM for
-    the epilogue and broadcast to the tile: "row" arrays are [rows] (one value per row), "col"
-    arrays are [E, N] (one per column of the tile's expert).
+    phases: (lhs [rows, K_p], rhs_tuple) pairs, every rhs [E, K_p, N] (or [E, N, K_p] with
+    transpose_rhs), each tuple one rhs per accumulator; the phases run one after the other into
+    the same accumulators. outs: one [rows, N] array per out_dtypes entry, written only in the
+    tiles' valid rows. vectors: (kind, array) pairs fetched into SMEM for the epilogue: "row"
+    f32 [rows] (one value per row, broadcast over the columns), "col" f32 [E, N] (one per column
+    of the tile's expert), "tile" [rows, N] (the tile's block itself). The epilogue returns one
+    fp32 [block_m, block_n] tile per output, and with row_sums also a [block_m] vector: those are
+    written to an extra f32 [num_tiles * n_blocks, block_m] output at row tile * n_blocks + n-block
+    (every row of the tile, valid or not).
     """
-    rows, K = lhs.shape
     bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
-    if bn % OUT_CHUNK or out_cols % bn or K % bk:
-        raise ValueError(f"{cfg} does not tile N={out_cols}, K={K} (block_n a multiple of {OUT_CHUNK})")
-    m_tiles, n_tiles, k_steps = tiles.tile_expert.shape[0], out_cols // bn, K // bk
-    n_rhs, n_vec = len(rhs_list), len(vectors)
+    dtype = phases[0][0].dtype
+    if bn % OUT_CHUNK or out_cols % bn or any(lhs.shape[1] % bk for lhs, _ in phases):
+        raise ValueError(f"{cfg} does not tile N={out_cols}, K={[lhs.shape[1] for lhs, _ in phases]} "
+                         f"(block_n a multiple of {OUT_CHUNK})")
+    rows = phases[0][0].shape[0]
+    m_tiles, n_tiles = tiles.tile_expert.shape[0], out_cols // bn
+    n_acc, n_vec, n_out = len(phases[0][1]), len(vectors), len(out_dtypes)
     kinds = [kind for kind, _ in vectors]
     rhs_block = (bn, bk) if transpose_rhs else (bk, bn)
+    operands = [operand for lhs, rhs_tuple in phases for operand in (lhs, *rhs_tuple)]
 
-    def body(expert_ref, start_ref, lo_ref, size_ref, lhs_ref, *refs):
-        rhs_refs, vector_refs = refs[:n_rhs], refs[n_rhs:n_rhs + n_vec]
-        out_ref, out_smem, vector_smems, vector_barriers = refs[n_rhs + n_vec:]
+    def body(expert_ref, start_ref, lo_ref, size_ref, *refs):
+        operand_refs, refs = refs[:len(operands)], refs[len(operands):]
+        vector_refs, refs = refs[:n_vec], refs[n_vec:]
+        out_refs, refs = refs[:n_out + row_sums], refs[n_out + row_sums:]
+        out_smems, vector_smems, vector_barriers = refs[:3]
 
         @plgpu.nd_loop((m_tiles * n_tiles,), collective_axes="sm")
         def _tile(loop_info):
@@ -156,66 +167,97 @@ def _grouped_gemm(tiles: TileLayout, lhs, rhs_list, out_cols, cfg: GemmConfig, *
             def _():
                 start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
                 for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
-                    src = ref.at[pl.ds(start, bm)] if kind == "row" else ref.at[e, pl.ds(ni * bn, bn)]
+                    src = {"row": lambda r: r.at[pl.ds(start, bm)],
+                           "col": lambda r: r.at[e, pl.ds(ni * bn, bn)],
+                           "tile": lambda r: r.at[pl.ds(start, bm), pl.ds(ni * bn, bn)]}[kind](ref)
                     plgpu.copy_gmem_to_smem(src, vector_smems[i], vector_barriers.at[i])
 
                 def accumulate(*acc_refs):
                     def step(_, lhs_smem, *rhs_smems):
                         for acc_ref, rhs_smem in zip(acc_refs, rhs_smems):
                             plgpu.wgmma(acc_ref, lhs_smem, rhs_smem.transpose((1, 0)) if transpose_rhs else rhs_smem)
-                        plgpu.wgmma_wait(n_rhs)
+                        plgpu.wgmma_wait(n_acc)
 
                     lhs_spec = plgpu.BlockSpec((pl.Element(bm), bk), lambda k: (start, k),
-                                               transforms=_tiled_swizzled((bm, bk), lhs.dtype), delay_release=1)
+                                               transforms=_tiled_swizzled((bm, bk), dtype), delay_release=1)
                     rhs_index = (lambda k: (ni, k)) if transpose_rhs else (lambda k: (k, ni))
-                    rhs_spec = plgpu.BlockSpec(rhs_block, rhs_index, transforms=_tiled_swizzled(rhs_block, lhs.dtype),
+                    rhs_spec = plgpu.BlockSpec(rhs_block, rhs_index, transforms=_tiled_swizzled(rhs_block, dtype),
                                                delay_release=1)
-                    plgpu.emit_pipeline(step, grid=(k_steps,), in_specs=[lhs_spec] + [rhs_spec] * n_rhs,
-                                        max_concurrent_steps=cfg.stages)(lhs_ref, *(r.at[e] for r in rhs_refs))
+                    position = 0
+                    for lhs, _ in phases:
+                        lhs_ref = operand_refs[position]
+                        rhs_refs = operand_refs[position + 1:position + 1 + n_acc]
+                        position += 1 + n_acc
+                        plgpu.emit_pipeline(step, grid=(lhs.shape[1] // bk,), in_specs=[lhs_spec] + [rhs_spec] * n_acc,
+                                            max_concurrent_steps=cfg.stages)(lhs_ref, *(r.at[e] for r in rhs_refs))
                     return tuple(a[...] for a in acc_refs)
 
-                accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, bn), jnp.float32)] * n_rhs)
+                accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, bn), jnp.float32)] * n_acc)
                 vector_tiles = []
                 for i, kind in enumerate(kinds):
                     plgpu.barrier_wait(vector_barriers.at[i])
+                    if kind == "tile":
+                        vector_tiles.append(plgpu.load(vector_smems[i], layout=plgpu.Layout.WGMMA).astype(jnp.float32))
+                        continue
                     axis = 1 if kind == "row" else 0
                     v = plgpu.load(vector_smems[i], layout=plgpu.Layout.WGMMA.reduce(axis))
                     vector_tiles.append(lax.broadcast_in_dim(v, (bm, bn), [1 - axis]))
-                tile = epilogue(accs, vector_tiles)
-                plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous tile's store has read out_smem
-                tile = tile.astype(out_dtype)
-                for c in range(bn // OUT_CHUNK):
-                    out_smem[c] = tile[:, c * OUT_CHUNK:(c + 1) * OUT_CHUNK]
+                results = epilogue(accs, vector_tiles)
+                out_tiles, row_sum = (results[:-1], results[-1]) if row_sums else (results, None)
+                plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous tile's stores have read the SMEM
+                for out_smem, tile, out_dtype in zip(out_smems, out_tiles, out_dtypes):
+                    tile = tile.astype(out_dtype)
+                    for c in range(bn // OUT_CHUNK):
+                        out_smem[c] = tile[:, c * OUT_CHUNK:(c + 1) * OUT_CHUNK]
+                if row_sums:
+                    out_smems[n_out][...] = row_sum
                 plgpu.commit_smem()
-                _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], ni * bn, bm)
+                for out_smem, out_ref in zip(out_smems[:n_out], out_refs[:n_out]):
+                    _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], ni * bn, bm)
+                if row_sums:
+                    plgpu.copy_smem_to_gmem(out_smems[n_out], out_refs[n_out].at[mi * n_tiles + ni])
+                    plgpu.commit_smem_to_gmem_group()
 
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
-    out_bits = jnp.dtype(out_dtype).itemsize * 8
-    out_swizzle = plgpu.find_swizzle(OUT_CHUNK * out_bits)
-    scratch = [
+    def out_staging(out_dtype):
+        bits = jnp.dtype(out_dtype).itemsize * 8
+        swizzle = plgpu.find_swizzle(OUT_CHUNK * bits)
         # Row-granular tiling, so that the ragged store can start at any row.
-        plgpu.SMEM((bn // OUT_CHUNK, bm, OUT_CHUNK), out_dtype,
-                   transforms=(plgpu.TilingTransform((1, out_swizzle * 8 // out_bits)),
-                               plgpu.SwizzleTransform(out_swizzle))),
-        [plgpu.SMEM((bm if kind == "row" else bn,), jnp.float32) for kind in kinds],
-        plgpu.Barrier(num_barriers=max(n_vec, 1)),
-    ]
+        return plgpu.SMEM((bn // OUT_CHUNK, bm, OUT_CHUNK), out_dtype,
+                          transforms=(plgpu.TilingTransform((1, swizzle * 8 // bits)), plgpu.SwizzleTransform(swizzle)))
+
+    def vector_staging(kind, array):
+        if kind == "tile":
+            return plgpu.SMEM((bm, bn), array.dtype, transforms=_tiled_swizzled((bm, bn), array.dtype))
+        return plgpu.SMEM((bm if kind == "row" else bn,), jnp.float32)
+
+    out_types = [jax.ShapeDtypeStruct((rows, out_cols), d) for d in out_dtypes]
+    staging = [out_staging(d) for d in out_dtypes]
+    if row_sums:
+        out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles, bm), jnp.float32))
+        staging.append(plgpu.SMEM((bm,), jnp.float32))
     kernel = plgpu.kernel(
         body,
-        out_type=jax.ShapeDtypeStruct((rows, out_cols), out_dtype),
-        scratch_types=scratch,
+        out_type=out_types,
+        scratch_types=[staging, [vector_staging(kind, a) for kind, a in vectors],
+                       plgpu.Barrier(num_barriers=max(n_vec, 1))],
         grid=(_num_sms(interpret) * cfg.ctas_per_sm,),
         grid_names=("sm",),
         kernel_name=name,
         interpret=_interpret_params(interpret),
     )
-    return kernel(tiles.tile_expert, tiles.tile_start, tiles.tile_lo, tiles.tile_size, lhs, *rhs_list,
+    return kernel(tiles.tile_expert, tiles.tile_start, tiles.tile_lo, tiles.tile_size, *operands,
                   *(array for _, array in vectors))
 
 
-def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
-    """h [rows, I] = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   (nomic: act(xs W1[e] + b1[e]))."""
+def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False,
+              keep_preactivations: bool = False):
+    """h [rows, I] = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   (nomic: act(xs W1[e] + b1[e])).
+
+    keep_preactivations: also return the pre-activations the backward needs, (g, u) for qwen3
+    (g = xs Wg[e] + bg[e], u = xs Wu[e] + bu[e]) or (g,) for nomic, each [rows, I] in xs's dtype.
+    """
     gated = problem.moe_type == "qwen3"
     act = KERNEL_ACTIVATIONS[problem.activation]
     gate_bias = weights.gate_bias
@@ -225,14 +267,18 @@ def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem
     def epilogue(accs, tiles):
         tiles = list(tiles)
         g = accs[0] if gate_bias is None else accs[0] + tiles.pop(0)
-        if not gated:
-            return act(g)
-        u = accs[1] if up_bias is None else accs[1] + tiles.pop(0)
-        return act(g) * u
+        preactivations = (g,)
+        h = act(g)
+        if gated:
+            u = accs[1] if up_bias is None else accs[1] + tiles.pop(0)
+            preactivations, h = (g, u), h * u
+        return (h, *preactivations) if keep_preactivations else (h,)
 
-    rhs = [weights.gate, weights.up] if gated else [weights.gate]
-    return _grouped_gemm(tiles, xs, rhs, problem.intermediate, cfg, transpose_rhs=False, epilogue=epilogue,
-                         vectors=vectors, out_dtype=xs.dtype, interpret=interpret, name="jax_moe_expert_up")
+    rhs = (weights.gate, weights.up) if gated else (weights.gate,)
+    n_out = 1 + (len(rhs) if keep_preactivations else 0)
+    outs = _grouped_gemm(tiles, [(xs, rhs)], problem.intermediate, cfg, transpose_rhs=False, epilogue=epilogue,
+                         vectors=vectors, out_dtypes=[xs.dtype] * n_out, interpret=interpret, name="jax_moe_expert_up")
+    return (outs[0], tuple(outs[1:])) if keep_preactivations else outs[0]
 
 
 def expert_down(tiles: TileLayout, h, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
@@ -244,11 +290,12 @@ def expert_down(tiles: TileLayout, h, weights: ExpertWeights, problem: MoEProble
 
     def epilogue(accs, tiles):
         y = accs[0] if len(tiles) == 1 else accs[0] + tiles[1]
-        return y * tiles[0]
+        return (y * tiles[0],)
 
     second = weights.down if gated else weights.up
-    return _grouped_gemm(tiles, h, [second], problem.hidden, cfg, transpose_rhs=not gated, epilogue=epilogue,
-                         vectors=vectors, out_dtype=h.dtype, interpret=interpret, name="jax_moe_expert_down")
+    (y,) = _grouped_gemm(tiles, [(h, (second,))], problem.hidden, cfg, transpose_rhs=not gated, epilogue=epilogue,
+                         vectors=vectors, out_dtypes=[h.dtype], interpret=interpret, name="jax_moe_expert_down")
+    return y
 
 
 def gather_rows(x, rows):
@@ -274,11 +321,17 @@ def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, 
     xs = gather_rows(x, layout.row_token)
     h = expert_up(layout, xs, weights, problem, up_cfg, interpret)
     y = expert_down(layout, h, weights, problem, down_cfg, interpret)
-    slots = jnp.take(y, layout.slot_row, axis=0, mode="fill", fill_value=0).astype(jnp.float32)  # [T, k, H]
+    return combine_slots(layout, y, problem.top_k, x.dtype)
+
+
+def combine_slots(tiles: TileLayout, row_values, top_k: int, dtype):
+    """out [T, C] = sum_j row_values[slot_row[t, j]] (row_values [rows, C]) in the order j = 0..k-1,
+    in fp32, cast to dtype: bitwise reproducible. Out-of-range slots add zero."""
+    slots = jnp.take(row_values, tiles.slot_row, axis=0, mode="fill", fill_value=0).astype(jnp.float32)
     out = slots[:, 0]
-    for j in range(1, problem.top_k):  # fixed order: bitwise reproducible
+    for j in range(1, top_k):
         out = out + slots[:, j]
-    return out.astype(x.dtype)
+    return out.astype(dtype)
 
 
 def unsupported(problem: MoEProblem) -> str | None:
@@ -297,4 +350,7 @@ def unsupported(problem: MoEProblem) -> str | None:
     return None
 
 
-register(Backend(name="mosaic_gpu", run=run, unsupported=unsupported, priority=10))
+from jax_moe.backends import mosaic_gpu_grad  # noqa: E402  (the backward kernels; it imports this module)
+
+register(Backend(name="mosaic_gpu", run=run, unsupported=unsupported, priority=10,
+                 forward_for_grad=mosaic_gpu_grad.forward, backward=mosaic_gpu_grad.backward))

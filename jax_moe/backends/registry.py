@@ -45,6 +45,7 @@ class MoEProblem:
     has_bias: bool
     platform: str  # jax backend name: "cpu", "gpu", ...
     interpret: bool = False  # Pallas kernels run in interpret mode (on any platform)
+    recompute: bool = False  # the backward recomputes what the forward could save (less memory)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +54,12 @@ class Backend:
     run: Callable[..., jax.Array]
     unsupported: Callable[[MoEProblem], str | None]  # None when it can run the problem
     priority: int  # higher is tried first by "auto"
+    # The backend's own VJP (else fused_moe differentiates the "xla" backend, recomputed):
+    # forward_for_grad(x, weights, topk_weights, topk_ids, problem) -> (out, residuals);
+    # backward(residuals, x, weights, topk_weights, topk_ids, dout, problem)
+    #   -> (dx, ExpertWeights of gradients (None where the weight is None), d topk_weights).
+    forward_for_grad: Callable | None = None
+    backward: Callable | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}

@@ -1,0 +1,312 @@
+"""The mosaic_gpu backend's backward pass: fused_moe's VJP as three kernels in Pallas Mosaic GPU.
+
+With the forward's sorted rows (jax_moe.permutation.TileLayout), for dy the output cotangent
+[T, H] gathered per sorted row (dys[r] = dy[row_token[r]]) and w the row's routing weight:
+  1. down_backward (grouped GEMM, dy against the down weights transposed), per row:
+       d = dys Wd[e]^T (nomic: dys W2[e]); with a = act(g), h = a * u (nomic: h = a),
+       dg = w d * u * act'(g), du = w d * a   (nomic: dg = w d * act'(g)),
+       hw = w h (for the down weights' gradient) and sum(h * d) (d topk_weights, the k-slot
+       row dot of the unweighted expert output with dy, less the down bias' share);
+  2. up_backward (grouped GEMM): dxs = dg Wg[e]^T + du Wu[e]^T (nomic: dg W1[e]^T), whose k
+       slots are summed per token in a fixed order (no atomics) into dx;
+  3. expert_contraction (per expert, over its rows): dWg = xs^T dg, dWu = xs^T du, dWd = hw^T dys
+       (nomic: dW1 = xs^T dg, dW2 = dys^T hw), fp32 accumulation.
+Bias gradients are per-expert row sums (a masked product in XLA). g, u are the forward's
+pre-activations (gate and up products plus biases): saved by the forward, or recomputed from
+the inputs (MoEProblem.recompute). Every step has a fixed order: gradients are bitwise reproducible.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from jax_moe.backends import mosaic_gpu
+from jax_moe.backends.mosaic_gpu import GemmConfig, _grouped_gemm, _interpret_params, _tiled_swizzled
+from jax_moe.backends.registry import ExpertWeights, MoEProblem
+from jax_moe.permutation import TileLayout, align_to_tiles
+
+
+def _sigmoid(v):
+    return 1.0 / (1.0 + jnp.exp(-v))
+
+
+def _silu_grad(v):
+    s = _sigmoid(v)
+    return v * s, s * (1.0 + v * (1.0 - s))
+
+
+def _gelu_tanh_grad(v):
+    c = 0.7978845608028654
+    t = jnp.tanh(c * (v + 0.044715 * v * v * v))
+    return 0.5 * v * (1.0 + t), 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 3 * 0.044715 * v * v)
+
+
+def _gelu_exact_grad(v):
+    cdf = 0.5 * (1.0 + mosaic_gpu._erf(v * 0.7071067811865476))
+    return v * cdf, cdf + v * jnp.exp(-0.5 * v * v) * 0.3989422804014327
+
+
+# (act(v), act'(v)) in fp32 from ops Mosaic GPU lowers; the same formulas as KERNEL_ACTIVATIONS.
+KERNEL_ACTIVATION_GRADS = {
+    "silu": _silu_grad,
+    "gelu": _gelu_tanh_grad,
+    "gelu_exact": _gelu_exact_grad,
+    "relu": lambda v: (jnp.maximum(v, 0.0), jnp.where(v > 0, 1.0, 0.0)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ContractionConfig:
+    """Tiling of expert_contraction: out[e] blocks of block_m x block_n, block_k rows per step."""
+
+    block_m: int
+    block_n: int
+    block_k: int
+    stages: int
+    ctas_per_sm: int = 1  # >1: one CTA's pipeline fill overlaps another's MMAs (an expert has few row blocks)
+
+
+@dataclasses.dataclass(frozen=True)
+class BackwardConfigs:
+    down: GemmConfig  # down_backward: N = I
+    up: GemmConfig  # up_backward: N = H
+    contraction_pair: ContractionConfig  # dWg and dWu together (two accumulators)
+    contraction: ContractionConfig  # one weight (dWd; nomic's dW1, dW2)
+
+
+def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfigs:
+    """Tilings for the backward kernels; block_m is the forward's (the TileLayout's).
+
+    Contractions from benchmarks/tune_contraction.py on an H100 at Qwen3-30B-A3B T=4096 (an
+    expert has ~256 rows: 4 row blocks per output tile, so the pipeline fill is the cost):
+    two accumulators 64x128, 2 stages, 2 CTAs per SM: 715 us (64x128, 4 stages, 1 CTA: 843);
+    one accumulator 128x128, 4 stages: 385 us (64x128: 549).
+    """
+    largest = mosaic_gpu._largest_dividing
+    return BackwardConfigs(
+        down=GemmConfig(block_m, largest(problem.intermediate, 128), 64, 4),
+        up=GemmConfig(block_m, largest(problem.hidden, 256), 64, 4),
+        contraction_pair=ContractionConfig(64, 128, 64, 2, ctas_per_sm=2),
+        contraction=ContractionConfig(128, 128, 64, 4),
+    )
+
+
+def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights, problem: MoEProblem,
+                  cfg: GemmConfig, interpret=False):
+    """Returns (dpre, hw, row_dot): dpre = (dg, du) (nomic: (dg,)) and hw [rows, I] in dys's dtype,
+    row_dot f32 [rows] = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined)."""
+    gated = problem.moe_type == "qwen3"
+    act_grad = KERNEL_ACTIVATION_GRADS[problem.activation]
+    vectors = [("row", tiles.row_weight)] + [("tile", p) for p in preactivations]
+
+    def epilogue(accs, vector_tiles):
+        (d,), w, g = accs, vector_tiles[0], vector_tiles[1]
+        a, da = act_grad(g)
+        dh = w * d
+        if gated:
+            u = vector_tiles[2]
+            h = a * u
+            return dh * u * da, dh * a, w * h, jnp.sum(h * d, axis=1)
+        return dh * da, w * a, jnp.sum(a * d, axis=1)
+
+    second = weights.down if gated else weights.up
+    n_out = len(preactivations) + 1
+    *outs, partial_dots = _grouped_gemm(
+        tiles, [(dys, (second,))], problem.intermediate, cfg, transpose_rhs=gated, epilogue=epilogue,
+        vectors=vectors, out_dtypes=[dys.dtype] * n_out, interpret=interpret, name="jax_moe_down_backward",
+        row_sums=True)
+    return tuple(outs[:-1]), outs[-1], _tile_rows_to_rows(tiles, partial_dots, cfg.block_m, dys.shape[0])
+
+
+def _tile_rows_to_rows(tiles: TileLayout, partial, block_m: int, rows: int):
+    """[num_tiles * n_blocks, block_m] per-(tile, n-block) row values -> f32 [rows], summed over
+    the n-blocks, each sorted row taken from the tile that owns it (0 for rows no tile owns)."""
+    num_tiles = tiles.tile_expert.shape[0]
+    per_tile = partial.reshape(num_tiles, -1, block_m).sum(axis=1)
+    offset = jnp.arange(block_m, dtype=jnp.int32)
+    owned = ((offset >= tiles.tile_lo[:, None]) & (offset < (tiles.tile_lo + tiles.tile_size)[:, None])
+             & (tiles.tile_expert[:, None] >= 0))
+    target = jnp.where(owned, tiles.tile_start[:, None] + offset, rows)
+    return jnp.zeros((rows + 1,), jnp.float32).at[target.reshape(-1)].set(per_tile.reshape(-1))[:rows]
+
+
+def up_backward(tiles: TileLayout, dpre, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig,
+                interpret=False):
+    """dxs [rows, H] = dg Wg[e]^T + du Wu[e]^T   (nomic: dg W1[e]^T), in dg's dtype."""
+    firsts = (weights.gate, weights.up) if problem.moe_type == "qwen3" else (weights.gate,)
+    (dxs,) = _grouped_gemm(tiles, [(d, (w,)) for d, w in zip(dpre, firsts)], problem.hidden, cfg,
+                           transpose_rhs=True, epilogue=lambda accs, _: accs, vectors=[],
+                           out_dtypes=[dpre[0].dtype], interpret=interpret, name="jax_moe_up_backward")
+    return dxs
+
+
+def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig, out_dtype, interpret=False):
+    """out[a][e] = lhs[rows of e]^T @ rhs_list[a][rows of e]: [E, M, N] per rhs, fp32 accumulation.
+
+    lhs [rows, M], each rhs [rows, N]; expert e owns rows [expert_start[e], + expert_size[e]).
+    Rows outside an expert's range are masked to zero in SMEM (they may hold anything, NaN
+    included); experts without rows get zeros. The rows are read in blocks of block_k from the
+    block that holds the expert's first row, so the arrays need block_k - 1 rows of slack past
+    the routed rows (the TileLayout's row_count gives block_m).
+    """
+    rows, M = lhs.shape
+    N = rhs_list[0].shape[1]
+    E = tiles.expert_start.shape[0]
+    bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
+    if M % bm or N % bn:
+        raise ValueError(f"{cfg} does not tile M={M}, N={N}")
+    m_tiles, n_tiles, n_acc = M // bm, N // bn, len(rhs_list)
+    first_block = tiles.expert_start // bk
+    num_blocks = jnp.where(tiles.expert_size > 0,
+                           (tiles.expert_start + tiles.expert_size + bk - 1) // bk - first_block, 0)
+
+    def body(start_ref, size_ref, first_ref, blocks_ref, lhs_ref, *refs):
+        rhs_refs, out_refs, out_smems = refs[:n_acc], refs[n_acc:2 * n_acc], refs[2 * n_acc]
+
+        @plgpu.nd_loop((E * m_tiles * n_tiles,), collective_axes="sm")
+        def _item(loop_info):
+            index = loop_info.index[0]
+            e = index // (m_tiles * n_tiles)
+            mi, ni = plgpu.planar_snake(index % (m_tiles * n_tiles), (m_tiles, n_tiles), 1, 8)
+            start, end, nb = start_ref[e], start_ref[e] + size_ref[e], blocks_ref[e]
+            first_row = first_ref[e] * bk
+
+            def accumulate(*acc_refs):
+                def step(idx, lhs_smem, *rhs_smems):
+                    k = idx[0]
+
+                    @pl.when((k == 0) | (k == nb - 1))
+                    def _():  # boundary blocks: zero the rows of other experts (or of nobody)
+                        for smem, cols in ((lhs_smem, bm), *((r, bn) for r in rhs_smems)):
+                            row = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (bk, cols), 0),
+                                                    plgpu.Layout.WGMMA) + (first_row + k * bk)
+                            smem[...] = jnp.where((row >= start) & (row < end), smem[...], 0).astype(smem.dtype)
+                        plgpu.commit_smem()
+
+                    for acc_ref, rhs_smem in zip(acc_refs, rhs_smems):
+                        plgpu.wgmma(acc_ref, lhs_smem.transpose((1, 0)), rhs_smem)
+                    plgpu.wgmma_wait(n_acc)
+
+                @pl.when(nb > 0)
+                def _():
+                    lhs_spec = plgpu.BlockSpec((pl.Element(bk), bm), lambda k: (first_row + k * bk, mi),
+                                               transforms=_tiled_swizzled((bk, bm), lhs.dtype), delay_release=1)
+                    rhs_spec = plgpu.BlockSpec((pl.Element(bk), bn), lambda k: (first_row + k * bk, ni),
+                                               transforms=_tiled_swizzled((bk, bn), lhs.dtype), delay_release=1)
+                    plgpu.emit_pipeline(step, grid=(nb,), in_specs=[lhs_spec] + [rhs_spec] * n_acc,
+                                        max_concurrent_steps=cfg.stages)(lhs_ref, *rhs_refs)
+
+                return tuple(a[...] for a in acc_refs)
+
+            accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, bn), jnp.float32)] * n_acc)
+            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's stores have read the SMEM
+            for acc, out_smem in zip(accs, out_smems):
+                out_smem[...] = acc.astype(out_dtype)
+            plgpu.commit_smem()
+            for out_smem, out_ref in zip(out_smems, out_refs):
+                plgpu.copy_smem_to_gmem(out_smem, out_ref.at[e, pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)],
+                                        commit_group=False)
+            plgpu.commit_smem_to_gmem_group()
+
+        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+    kernel = plgpu.kernel(
+        body,
+        out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_acc,
+        scratch_types=[[plgpu.SMEM((bm, bn), out_dtype, transforms=_tiled_swizzled((bm, bn), out_dtype))] * n_acc],
+        grid=(mosaic_gpu._num_sms(interpret) * cfg.ctas_per_sm,),
+        grid_names=("sm",),
+        kernel_name="jax_moe_expert_contraction",
+        interpret=_interpret_params(interpret),
+    )
+    return kernel(tiles.expert_start, tiles.expert_size, first_block.astype(jnp.int32), num_blocks.astype(jnp.int32),
+                  lhs, *rhs_list)
+
+
+def _expert_row_sums(tiles: TileLayout, values):
+    """f32 [E, C]: the sum of each expert's rows of values [rows, C] (a masked product: fixed order)."""
+    rows = values.shape[0]
+    r = jnp.arange(rows, dtype=jnp.int32)
+    start = tiles.expert_start[:, None]
+    member = ((r >= start) & (r < start + tiles.expert_size[:, None])).astype(jnp.float32)  # [E, rows]
+    owned = member.sum(axis=0) > 0
+    values = jnp.where(owned[:, None], values.astype(jnp.float32), 0.0)  # unowned rows may hold NaN
+    return jnp.dot(member, values, precision=lax.Precision.HIGHEST)
+
+
+def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem):
+    """fused_moe's forward for differentiation: (out, residuals). Residuals: the TileLayout and,
+    unless problem.recompute, the pre-activations (g, u) [T*k (+slack), I] (nomic: g)."""
+    if problem.tokens == 0:
+        return jnp.zeros_like(x), None
+    interpret = problem.interpret
+    up_cfg, down_cfg = mosaic_gpu.choose_configs(problem)
+    layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
+    xs = mosaic_gpu.gather_rows(x, layout.row_token)
+    if problem.recompute:
+        h, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret), None
+    else:
+        h, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret,
+                                                 keep_preactivations=True)
+    y = mosaic_gpu.expert_down(layout, h, weights, problem, down_cfg, interpret)
+    out = mosaic_gpu.combine_slots(layout, y, problem.top_k, x.dtype)
+    return out, (layout, preactivations)
+
+
+def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout, problem: MoEProblem):
+    """(dx, d weights as ExpertWeights, d topk_weights f32 [T, k]) from forward's residuals."""
+    if problem.tokens == 0:
+        zeros = lambda a: None if a is None else jnp.zeros_like(a)
+        return zeros(x), ExpertWeights(*map(zeros, weights)), zeros(topk_weights)
+    layout, preactivations = residuals
+    interpret = problem.interpret
+    up_cfg, _ = mosaic_gpu.choose_configs(problem)
+    cfgs = choose_backward_configs(problem, up_cfg.block_m)
+    gated = problem.moe_type == "qwen3"
+    xs = mosaic_gpu.gather_rows(x, layout.row_token)
+    if preactivations is None:
+        _, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret,
+                                                 keep_preactivations=True)
+    dys = mosaic_gpu.gather_rows(dout.astype(x.dtype), layout.row_token)
+    dpre, hw, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
+    dx = mosaic_gpu.combine_slots(layout, up_backward(layout, dpre, weights, problem, cfgs.up, interpret),
+                        problem.top_k, x.dtype)
+
+    def contraction(lhs, rhs_list, dtype):  # blocks: the largest that divide this M and N
+        cfg = cfgs.contraction_pair if len(rhs_list) == 2 else cfgs.contraction
+        cfg = dataclasses.replace(cfg, block_m=mosaic_gpu._largest_dividing(lhs.shape[1], cfg.block_m),
+                                  block_n=mosaic_gpu._largest_dividing(rhs_list[0].shape[1], cfg.block_n))
+        return expert_contraction(layout, lhs, rhs_list, cfg, dtype, interpret)
+
+    first_grads = contraction(xs, list(dpre), weights.gate.dtype)  # dWg (, dWu) or dW1
+    if gated:
+        d_gate, d_up = first_grads
+        (d_down,) = contraction(hw, [dys], weights.down.dtype)
+    else:
+        (d_gate,), d_down = first_grads, None
+        (d_up,) = contraction(dys, [hw], weights.up.dtype)
+
+    def bias_grad(bias, values):
+        return None if bias is None else _expert_row_sums(layout, values).astype(bias.dtype)
+
+    weighted_dys = dys.astype(jnp.float32) * layout.row_weight[:, None]
+    d_weights = ExpertWeights(
+        gate=d_gate, up=d_up, down=d_down,
+        gate_bias=bias_grad(weights.gate_bias, dpre[0]),
+        up_bias=bias_grad(weights.up_bias, dpre[1]) if gated else None,
+        down_bias=bias_grad(weights.down_bias, weighted_dys),
+    )
+    d_topk = jnp.take(row_dot, layout.slot_row, mode="fill", fill_value=0)  # [T, k]
+    if weights.down_bias is not None:  # the down bias' share of each slot's output
+        E = problem.experts
+        valid = (topk_ids >= 0) & (topk_ids < E)
+        bias = weights.down_bias.astype(jnp.float32)[jnp.where(valid, topk_ids, 0)]
+        d_topk = d_topk + jnp.where(valid, jnp.einsum("tkh,th->tk", bias, dout.astype(jnp.float32),
+                                                      precision=lax.Precision.HIGHEST), 0.0)
+    return dx, d_weights, d_topk.astype(topk_weights.dtype)
