@@ -13,7 +13,7 @@ from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call  # race d
 
 import jax_moe
 from jax_moe import reference
-from jax_moe.backends import mosaic_gpu
+from jax_moe.backends import mosaic_gpu, mosaic_gpu_grad
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.moe import describe
 from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, tile_count
@@ -62,20 +62,66 @@ def test_deterministic_and_out_of_range_ids():
     assert relative_error(out, reference_of((x, gate, up, down, zeroed, ids))) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
 
 
-def test_gradient_is_the_xla_backends():
-    args, kwargs = make_case(2, 6, 64, 64, 3, 2, dtype=jnp.bfloat16, biases=True)
+def gradients(backend, args, kwargs, moe_type="qwen3", activation="silu", **options):
+    """d/d(x, gate, up, down, topk_weights, biases) of sum(out * a fixed pattern): the cotangent
+    does not depend on the forward, so the backward's numerics alone are compared."""
     x, gate, up, down, w, ids = args
 
-    def loss(backend, x, gate, w, bg):
-        out = jax_moe.fused_moe(x, gate, up, down, w, ids, gate_bias=bg, backend=backend, interpret=True)
+    def loss(x, gate, up, down, w, biases):
+        out = jax_moe.fused_moe(x, gate, up, down, w, ids, moe_type=moe_type, activation=activation,
+                                backend=backend, **biases, **options)
         return jnp.sum(out.astype(jnp.float32) * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
 
-    params = (x, gate, w, kwargs["gate_bias"])
-    grads = jax.grad(lambda *p: loss("mosaic_gpu", *p), argnums=(0, 1, 2, 3))(*params)
-    expected = jax.grad(lambda *p: loss("xla", *p), argnums=(0, 1, 2, 3))(*params)
-    for g, e in zip(grads, expected):
-        assert g.dtype == e.dtype
-        np.testing.assert_array_equal(g, e)
+    return jax.grad(loss, argnums=tuple(range(6)))(x, gate, up, down, w, kwargs)
+
+
+def reference_gradients(args, kwargs, moe_type="qwen3", activation="silu"):
+    """jax.grad of the fp32 reference on the up-cast inputs."""
+    x, gate, up, down, w, ids = upcast(args)
+
+    def loss(x, gate, up, down, w, biases):
+        out = reference.fused_moe(x, gate, up, down, w, ids, moe_type=moe_type, activation=activation, **biases)
+        return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
+
+    return jax.grad(loss, argnums=tuple(range(6)))(x, gate, up, down, w, kwargs)
+
+
+@pytest.mark.parametrize(
+    "T, H, I, E, k, empty, moe_type, activation, dtype, biases, recompute",
+    [
+        (1, 64, 64, 3, 2, (), "qwen3", "silu", jnp.bfloat16, True, False),  # one token
+        (20, 64, 128, 5, 2, (1,), "qwen3", "gelu_exact", jnp.bfloat16, True, True),  # empty expert, recompute
+        (13, 128, 64, 7, 1, (), "nomic", "gelu", jnp.float16, True, False),  # k = 1, E not a power of two
+        (9, 64, 64, 4, 4, (), "nomic", "relu", jnp.bfloat16, False, True),  # k = E
+        (100, 64, 64, 2, 2, (), "qwen3", "gelu", jnp.float16, False, False),  # 100 rows per expert: 3 row blocks
+    ],
+)
+def test_gradients_match_reference(T, H, I, E, k, empty, moe_type, activation, dtype, biases, recompute):
+    """The backward kernels (interpret mode, NaN-filled buffers) against jax.grad of the fp32 reference,
+    for every differentiable input; bitwise identical when run twice."""
+    args, kwargs = make_case(T, T, H, I, E, k, moe_type=moe_type, dtype=dtype, biases=biases, empty_experts=empty)
+    grads = gradients("mosaic_gpu", args, kwargs, moe_type, activation, interpret=True, recompute=recompute)
+    expected = reference_gradients(args, kwargs, moe_type, activation)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
+        assert got.shape == want.shape
+        assert relative_error(got, want) <= TOLERANCE[jnp.dtype(dtype)]
+    assert [g.dtype for g in jax.tree.leaves(grads)] == [a.dtype for a in jax.tree.leaves((*args[:5], kwargs))]
+    again = gradients("mosaic_gpu", args, kwargs, moe_type, activation, interpret=True, recompute=recompute)
+    for got, second in zip(jax.tree.leaves(grads), jax.tree.leaves(again)):
+        np.testing.assert_array_equal(got, second)
+
+
+def test_gradients_with_out_of_range_ids_and_no_tokens():
+    args, _ = make_case(1, 24, 64, 64, 6, 2, dtype=jnp.bfloat16)
+    x, gate, up, down, w, ids = args
+    bad = ids.at[0, 0].set(6).at[3, 1].set(-1)
+    grads = gradients("mosaic_gpu", (x, gate, up, down, w, bad), {}, interpret=True)
+    expected = reference_gradients((x, gate, up, down, w.at[0, 0].set(0.0).at[3, 1].set(0.0), ids), {})
+    assert grads[4][0, 0] == 0 and grads[4][3, 1] == 0  # the slots that match no expert
+    for got, want in zip(grads[:4], expected[:4]):
+        assert relative_error(got, want) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
+    empty = gradients("mosaic_gpu", (x[:0], gate, up, down, w[:0], ids[:0]), {}, interpret=True)
+    assert all(not np.asarray(g).any() for g in empty[:4]) and empty[0].shape == (0, 64)
 
 
 def test_no_races_between_tiles():
@@ -119,27 +165,48 @@ def test_align_to_tiles(T, k, E, block_m):
         assert (owner[start + lo:start + lo + size] == -1).all()
         owner[start + lo:start + lo + size] = e
     assert (owner == [e for e, _, _ in sorted(order)]).all()
+    for e in range(E):  # each expert's compact row range
+        assert (owner[layout.expert_start[e]:layout.expert_start[e] + layout.expert_size[e]] == e).all()
+    assert layout.expert_size.sum() == len(placed)
 
 
-@pytest.mark.parametrize("shape", sorted(SHAPES))
-@pytest.mark.parametrize("T", [1, 64, 4096])
-def test_kernels_lower_for_hopper(shape, T, monkeypatch):
-    """Every benchmark shape's default tiling lowers to Mosaic GPU for CUDA, on this CPU: layout
-    inference, TMA and SMEM budgets (227 KiB) are checked here, only ptxas is left to the GPU."""
-    monkeypatch.setattr(mosaic_gpu, "_num_sms", lambda interpret: 132)
+def abstract_problem(shape, T, recompute=False):
+    """A bf16 problem of a benchmark shape with every bias, and abstract arguments for it."""
     s = SHAPES[shape]
     problem = MoEProblem(T, s.hidden, s.intermediate, s.experts, s.top_k, jnp.dtype(jnp.bfloat16), s.moe_type,
-                         s.activation, has_bias=True, platform="gpu")
+                         s.activation, has_bias=True, platform="gpu", recompute=recompute)
     half = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.bfloat16)
     f32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.float32)
     E, H, I = s.experts, s.hidden, s.intermediate
     gated = s.moe_type == "qwen3"
     weights = ExpertWeights(half(E, H, I), half(E, H, I), half(E, I, H) if gated else None, f32(E, I),
                             f32(E, I) if gated else None, f32(E, H))
-    run = jax.jit(lambda x, w, tw, ti: mosaic_gpu.run(x, w, tw, ti, problem))
-    lowered = run.trace(half(T, H), weights, f32(T, s.top_k), jax.ShapeDtypeStruct((T, s.top_k), jnp.int32)).lower(
-        lowering_platforms=("cuda",))
-    assert lowered.as_text().count("stablehlo.custom_call @mosaic_gpu") == 2  # expert_up and expert_down
+    return problem, (half(T, H), weights, f32(T, s.top_k), jax.ShapeDtypeStruct((T, s.top_k), jnp.int32))
+
+
+def mosaic_kernels_lowered_for_cuda(fn, args) -> int:
+    """Lowers fn for CUDA on this CPU; returns the number of Mosaic GPU kernels in it."""
+    return jax.jit(fn).trace(*args).lower(lowering_platforms=("cuda",)).as_text().count(
+        "stablehlo.custom_call @mosaic_gpu")
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+@pytest.mark.parametrize("T", [1, 64, 4096])
+def test_kernels_lower_for_hopper(shape, T, monkeypatch):
+    """Every benchmark shape's default tilings, forward and backward, lower to Mosaic GPU for CUDA
+    on this CPU: layout inference, TMA and SMEM budgets (227 KiB) are checked here, only ptxas is
+    left to the GPU."""
+    monkeypatch.setattr(mosaic_gpu, "_num_sms", lambda interpret: 132)
+    problem, args = abstract_problem(shape, T)
+    forward = lambda x, w, tw, ti: mosaic_gpu.run(x, w, tw, ti, problem)
+    assert mosaic_kernels_lowered_for_cuda(forward, args) == 2  # expert_up and expert_down
+
+    def forward_and_backward(x, w, tw, ti):
+        out, residuals = mosaic_gpu_grad.forward(x, w, tw, ti, problem)
+        return mosaic_gpu_grad.backward(residuals, x, w, tw, ti, out, problem)
+
+    # up (keeping the pre-activations), down; down_backward, up_backward, two weight contractions
+    assert mosaic_kernels_lowered_for_cuda(forward_and_backward, args) == 6
 
 
 def test_backend_reports_why_it_cannot_run():
@@ -156,3 +223,46 @@ def test_backend_reports_why_it_cannot_run():
     assert "multiple of 64" in mosaic_gpu.unsupported(odd)
     # "auto" on such problems falls back to the exact XLA backend.
     assert jax_moe.fused_moe(*make_case(4, 4, 64, 40, 3, 2, dtype=jnp.bfloat16)[0], interpret=True).shape == (4, 64)
+
+
+def test_training_loop_matches_the_xla_backend():
+    """A toy MoE (router + fused_moe, fp32 master weights used in bf16) trained with optax under
+    jit: the mosaic_gpu kernels' loss curve follows the xla backend's. (Interpret mode runs the
+    kernels through io_callback, which jax.checkpoint refuses; tests/test_gpu.py checks remat.)"""
+    import optax
+
+    T, H, I, E, k = 32, 64, 64, 4, 2
+    keys = jax.random.split(jax.random.key(0), 6)
+    x = jax.random.normal(keys[0], (T, H))
+    target = jnp.tanh(x @ jax.random.normal(keys[1], (H, H)) * H**-0.5)
+    params = dict(router=jax.random.normal(keys[2], (H, E)) * 0.1,
+                  gate=jax.random.normal(keys[3], (E, H, I)) * H**-0.5,
+                  up=jax.random.normal(keys[4], (E, H, I)) * H**-0.5,
+                  down=jax.random.normal(keys[5], (E, I, H)) * I**-0.5)
+
+    def train(backend, steps=6):
+        def loss_fn(p):
+            def layer(p, x):
+                weights, ids, _ = jax_moe.topk_softmax(x @ p["router"], k, renormalize=True)
+                half = lambda a: a.astype(jnp.bfloat16)
+                return jax_moe.fused_moe(half(x), half(p["gate"]), half(p["up"]), half(p["down"]), weights, ids,
+                                         backend=backend, interpret=backend == "mosaic_gpu")
+            return jnp.mean((layer(p, x).astype(jnp.float32) - target) ** 2)
+
+        optimizer = optax.adam(3e-2)
+
+        @jax.jit
+        def step(p, state):
+            loss, grads = jax.value_and_grad(loss_fn)(p)
+            updates, state = optimizer.update(grads, state, p)
+            return optax.apply_updates(p, updates), state, loss
+
+        p, state, losses = params, optimizer.init(params), []
+        for _ in range(steps):
+            p, state, loss = step(p, state)
+            losses.append(float(loss))
+        return np.array(losses)
+
+    kernels, xla = train("mosaic_gpu"), train("xla")
+    assert kernels[-1] < 0.8 * kernels[0]
+    np.testing.assert_allclose(kernels, xla, rtol=2e-2)
