@@ -110,38 +110,65 @@ def touched_weight_bytes(case: MoECase, ids) -> int:
     return experts * case.shape.expert_bytes(jnp.dtype(case.dtype).itemsize)
 
 
-def moe_rows(ceilings: harness.Ceilings, shapes, tokens, dtypes, max_estimated_ms: float, sink, impls=None) -> None:
+def moe_rows(ceilings: harness.Ceilings, shapes, tokens, dtypes, max_estimated_ms: float, sink, impls=None,
+             grad=False) -> None:
     for name in shapes:
         shape = SHAPES[name]
         for dtype in dtypes:
             for T in tokens[name]:
-                sink(moe_row(MoECase(shape, T, jnp.dtype(dtype)), ceilings, max_estimated_ms, impls))
+                sink(moe_row(MoECase(shape, T, jnp.dtype(dtype)), ceilings, max_estimated_ms, impls, grad))
 
 
-def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, impls=None) -> dict:
-    """One (shape, T, dtype) row: every implementation (or those named in impls) checked, then timed."""
+def with_gradient(fn, cotangent):
+    """fn(x, weights, topk_weights) -> out  ==>  (x, weights, topk_weights) -> (loss, (the gradients))
+    with loss = sum(out * cotangent): one forward and one backward, as in training (the loss keeps
+    the whole forward alive; a bare jax.grad lets XLA drop the forward work only the loss needs)."""
+    def loss(x, weights, topk_weights):
+        return jnp.sum(fn(x, weights, topk_weights).astype(jnp.float32) * cotangent)
+
+    return jax.value_and_grad(loss, argnums=(0, 1, 2))
+
+
+def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, impls=None, grad=False) -> dict:
+    """One (shape, T, dtype) row: every implementation (or those named in impls) checked, then timed.
+
+    grad: time forward + backward (d x, d weights, d topk_weights); the check compares d x and
+    d topk_weights with jax.grad of the reference (the weights' gradients have each anchor's layout).
+    """
     s, T = case.shape, case.tokens
     x, gate, up, down, topk_weights, topk_ids = case.inputs()
     problem, weights = describe(x, gate, up, down, topk_weights, topk_ids, moe_type=s.moe_type, activation=s.activation)
-    flops = s.flops(T)
+    flops = s.flops(T) * (3 if grad else 1)
     weight_bytes = touched_weight_bytes(case, topk_ids)
     io_bytes = 2 * x.size * x.dtype.itemsize + topk_ids.size * 8
-    row = dict(suite="moe", shape=s.name, T=T, dtype=case.dtype.name, flops=flops, weight_bytes=weight_bytes,
+    row = dict(suite="moe-grad" if grad else "moe", shape=s.name, T=T, dtype=case.dtype.name, flops=flops, weight_bytes=weight_bytes,
                floor_us=ceilings.floor_us(flops, weight_bytes + io_bytes, f32=case.dtype == jnp.float32), impls={})
     # Anything that computes every expert on every token costs E/k times the routed FLOPs.
     dense_ms = s.flops(T) * s.experts / s.top_k / (0.5 * ceilings.matmul_tflops * 1e12) * 1e3
-    ref = jax.jit(lambda *a: reference.fused_moe(*a, moe_type=s.moe_type, activation=s.activation))(
-        x, gate, up, down, topk_weights, topk_ids)
+    reference_fn = lambda xx, w, tw: reference.fused_moe(xx, *w[:3], tw, topk_ids, moe_type=s.moe_type,
+                                                          activation=s.activation)
+    cotangent = jnp.cos(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
+    if grad:
+        _, ref = jax.jit(with_gradient(reference_fn, cotangent))(x, weights, topk_weights)
+        ref = (ref[0], ref[2])  # d x, d topk_weights
+    else:
+        ref = jax.jit(reference_fn)(x, weights, topk_weights)
 
     candidates = {}
     for backend in backends.names():
         reason = backends.registry.get(backend).unsupported(problem)
-        candidates[f"jax_moe_{backend}"] = (reason, lambda xx, w, b=backend: backends.registry.get(b).run(
-            xx, w, topk_weights, topk_ids, problem))
+        # moe._run: the backend with fused_moe's VJP (a kernel backend's own backward).
+        candidates[f"jax_moe_{backend}"] = (reason, lambda xx, w, tw, b=backend: jax_moe.moe._run(
+            b, problem, xx, w, tw, topk_ids))
     for anchor in ANCHORS.values():
         reason = anchor.unsupported(problem)
-        candidates[anchor.name] = (reason, lambda xx, w, a=anchor: a.run(xx, w, topk_weights, topk_ids, problem))
-    for impl, (reason, fn) in candidates.items():
+        candidates[anchor.name] = (reason, lambda xx, w, tw, a=anchor: a.run(xx, w, tw, topk_ids, problem))
+    for impl, (reason, forward) in candidates.items():
+        if grad:
+            # Every gradient is returned (and so computed: XLA drops kernels whose results go unused).
+            fn = lambda xx, w, f=forward: with_gradient(f, cotangent)(xx, w, topk_weights)
+        else:
+            fn = lambda xx, w, f=forward: f(xx, w, topk_weights)
         if impls is not None and impl not in impls:
             continue
         anchor = ANCHORS.get(impl)
@@ -154,14 +181,16 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, 
             continue
         try:
             out = jax.jit(fn)(x, prepared)
-            error = relative_error(out, ref)
+            checked = (out[1][0], out[1][2]) if grad else out
+            error = max(relative_error(o, r) for o, r in zip(jax.tree.leaves(checked), jax.tree.leaves(ref)))
             if not error <= TOLERANCE[case.dtype]:
                 row["impls"][impl] = dict(status="FAIL", rel_err=error)
                 log(f"FAIL {s.name} T={T} {impl}: rel err {error:.2e}")
                 continue
             # R = 10, as the anchors were measured: one compilation of the chain (Mosaic GPU
             # kernels compile per call site, so a longer chain costs minutes).
-            timing = harness.time_chained(fn, (x, prepared), max_calls=10)
+            calls = 4 if grad else 10
+            timing = harness.time_chained(fn, (x, prepared), calls=calls, max_calls=calls)
             kernel_us = harness.kernel_time(fn, (x, prepared))
         except Exception as e:  # an anchor that cannot compile this shape: record why
             row["impls"][impl] = dict(status="error", reason=f"{type(e).__name__}: {str(e)[:200]}")
@@ -181,7 +210,7 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, 
         if anchors:
             row["best_anchor"] = min(anchors, key=anchors.get)
             row["speedup_vs_best_anchor"] = anchors[row["best_anchor"]] / best
-    log(f"moe {s.name} {case.dtype.name} T={T}: " + ", ".join(f"{k} {v:.0f}us" for k, v in timed.items()))
+    log(f"{row['suite']} {s.name} {case.dtype.name} T={T}: " + ", ".join(f"{k} {v:.0f}us" for k, v in timed.items()))
     return row
 
 
@@ -218,10 +247,13 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                          f"{fmt(r.get('jax_moe_kernel_us'))} | {fmt(r.get('xla_us'))} | {fmt(r.get('xla_kernel_us'))} | "
                          f"{fmt(speedup, 2)} | {fmt(r.get('floor_us'), 2)} | {r['ids_equal']} |")
         lines.append("")
-    moe = [r for r in rows if r["suite"] == "moe"]
-    if moe:
+    for suite, title in (("moe", "MoE forward (routing given)"),
+                         ("moe-grad", "MoE forward + backward (routing given; d x, d weights, d topk_weights)")):
+        moe = [r for r in rows if r["suite"] == suite]
+        if not moe:
+            continue
         impls = list(dict.fromkeys(k for r in moe for k in r["impls"]))
-        lines += ["## MoE forward (routing given)", "",
+        lines += [f"## {title}", "",
                   "Cells: chained us (kernel us). Skipped: estimated too slow or unsupported; see the JSON.", "",
                   "| shape | dtype | T | " + " | ".join(impls) + " | floor us | best jax-moe % roofline | vs native | vs best anchor |",
                   "|---|---|---|" + "---|" * len(impls) + "---|---|---|---|"]
@@ -238,6 +270,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             lines.append(f"| {r['shape']} | {r['dtype']} | {r['T']} | " + " | ".join(cells) +
                          f" | {r['floor_us']:.1f} | {fmt(best_pct)} | {fmt(r.get('speedup_vs_native'), 2)} | "
                          f"{fmt(r.get('speedup_vs_best_anchor'), 2)} {r.get('best_anchor', '')} |")
+        lines.append("")
     return "\n".join(lines) + "\n"
 
 
@@ -284,6 +317,8 @@ def main(argv=None) -> int:
                         help="skip brute-force implementations estimated slower than this per call")
     parser.add_argument("--impls", default=None,
                         help="comma list of implementations to run (default: all), e.g. jax_moe_mosaic_gpu,tokamax_mosaic")
+    parser.add_argument("--grad", action="store_true",
+                        help="MoE rows time forward + backward (training) instead of the forward")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--tag", default="", help="suffix of the result file names")
     parser.add_argument("--render", default=None, metavar="JSON",
@@ -325,14 +360,14 @@ def main(argv=None) -> int:
     if "seed" in suites:
         seed_tokens = override or (SEED_TOKENS if GPU else (32, 128))
         moe_rows(ceilings, ["seed_nomic", "seed_qwen3"], {n: seed_tokens for n in SHAPES}, dtypes,
-                 args.max_estimated_ms, sink, impls)
+                 args.max_estimated_ms, sink, impls, args.grad)
     if "models" in suites:
         names = args.shapes.split(",") if args.shapes else ["qwen3_30b_a3b", "mixtral_8x7b", "olmoe", "deepseek_v3"]
         if not GPU:
             log("models suite skipped: model-size weights are GPU work")
         else:
             moe_rows(ceilings, names, {n: override or MODEL_TOKENS for n in names},
-                     [d for d in dtypes if d != "float32"], args.max_estimated_ms, sink, impls)
+                     [d for d in dtypes if d != "float32"], args.max_estimated_ms, sink, impls, args.grad)
 
     table = markdown(meta, rows)
     stem.with_suffix(".md").write_text(table)
