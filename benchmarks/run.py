@@ -2,6 +2,7 @@
 
     python -m benchmarks.run                      # everything this machine's size allows
     python -m benchmarks.run --suites router,seed --dtypes bfloat16 --out DIR
+    python -m benchmarks.run --suites train       # forward + backward rows (training)
 
 Every implementation's output is checked against the reference before it is timed; a wrong one is
 reported as FAIL and not timed. Results: <out>/<card>-<date>.{json,md,png}.
@@ -305,11 +306,15 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
 
 SEED_TOKENS = (32, 512, 8192, 32768)
 MODEL_TOKENS = (1, 64, 512, 4096, 16384)
+# Forward + backward rows of the "train" suite: (shape, T) on a GPU (bf16), seed shapes at T=32 (f32) on a CPU.
+TRAIN_ROWS_GPU = {"qwen3_30b_a3b": (4096, 16384), "mixtral_8x7b": (4096,), "seed_nomic": (8192,), "seed_qwen3": (8192,)}
+TRAIN_ROWS_CPU = {"seed_nomic": (32,), "seed_qwen3": (32,)}
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", default="router,seed,models", help="comma list of router, seed, models")
+    parser.add_argument("--suites", default="router,seed,models,train",
+                        help="comma list of router, seed, models, train (forward + backward)")
     parser.add_argument("--dtypes", default=None, help="comma list (default: all three on GPU, f32,bf16 on CPU)")
     parser.add_argument("--shapes", default=None, help="model shapes for the models suite (default: all)")
     parser.add_argument("--tokens", default=None, help="comma list of T overriding the defaults")
@@ -368,6 +373,12 @@ def main(argv=None) -> int:
         else:
             moe_rows(ceilings, names, {n: override or MODEL_TOKENS for n in names},
                      [d for d in dtypes if d != "float32"], args.max_estimated_ms, sink, impls, args.grad)
+
+    if "train" in suites:
+        train_rows = TRAIN_ROWS_GPU if GPU else TRAIN_ROWS_CPU
+        train_dtypes = ["bfloat16"] if GPU else ["float32"]
+        moe_rows(ceilings, list(train_rows), {n: override or train_rows[n] for n in train_rows}, train_dtypes,
+                 args.max_estimated_ms, sink, impls, grad=True)
 
     table = markdown(meta, rows)
     stem.with_suffix(".md").write_text(table)

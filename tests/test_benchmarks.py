@@ -44,3 +44,19 @@ def test_runnable_anchors_match_reference(moe_type, biases):
             assert relative_error(out, ref) <= TOLERANCE[jnp.dtype(jnp.float32)], anchor.name
             ran.append(anchor.name)
     assert {"dense", "xla_ragged"} <= set(ran)
+
+
+def test_moe_row_times_forward_and_backward():
+    """A --grad row checks d x and d topk_weights against the reference's, then times every
+    implementation that runs here (the chain keeps all gradients alive)."""
+    from benchmarks.run import MoECase, moe_row
+    from jax_moe.shapes import MoEShape
+
+    shape = MoEShape("tiny", 16, 24, 5, 2)
+    ceilings = harness.Ceilings(matmul_tflops=1.0, copy_gbs=10.0, matmul_f32_tflops=1.0)
+    row = moe_row(MoECase(shape, 12, jnp.dtype(jnp.float32)), ceilings, max_estimated_ms=1e3,
+                  impls={"jax_moe_xla", "dense"}, grad=True)
+    assert row["suite"] == "moe-grad" and row["flops"] == 3 * shape.flops(12)
+    for impl in ("jax_moe_xla", "dense"):
+        result = row["impls"][impl]
+        assert result["status"] == "ok" and result["rel_err"] <= TOLERANCE[jnp.dtype(jnp.float32)] and result["us"] > 0
