@@ -151,37 +151,30 @@ def fused_moe(
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _run(backend_name, problem, x, weights, topk_weights, topk_ids):
     """The backend under jit: eager calls compile once per problem, jitted callers inline it."""
-    if backend_name == "xla":  # plain XLA ops: differentiated by JAX itself
-        return backends.registry.get("xla").run(x, weights, topk_weights, topk_ids, problem)
+    impl = backends.registry.get(backend_name)
+    if impl.backward is None:  # plain JAX ops: differentiated by JAX itself
+        return impl.run(x, weights, topk_weights, topk_ids, problem, interpret=problem.interpret)
     return _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0, 1))
 def _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids):
-    """A kernel backend's forward, differentiated by the backend's own backward when it has one,
-    else by the XLA backend's VJP recomputed from the inputs."""
+    """A kernel backend's forward, differentiated by the backend's own backward."""
     impl = backends.registry.get(backend_name)
     return impl.run(x, weights, topk_weights, topk_ids, problem, interpret=problem.interpret)
 
 
 def _kernel_forward_fwd(backend_name, problem, x, weights, topk_weights, topk_ids):
     impl = backends.registry.get(backend_name)
-    if impl.backward is None:
-        out, saved = _kernel_forward(backend_name, problem, x, weights, topk_weights, topk_ids), None
-    else:
-        out, saved = impl.forward_for_grad(x, weights, topk_weights, topk_ids, problem)
+    out, saved = impl.forward_for_grad(x, weights, topk_weights, topk_ids, problem)
     return out, (x, weights, topk_weights, topk_ids, saved)
 
 
 def _kernel_forward_bwd(backend_name, problem, residuals, cotangent):
     x, weights, topk_weights, topk_ids, saved = residuals
     impl = backends.registry.get(backend_name)
-    if impl.backward is not None:
-        grads = impl.backward(saved, x, weights, topk_weights, topk_ids, cotangent, problem)
-        return (*grads, None)  # topk_ids: integer, no gradient
-    xla_run = backends.registry.get("xla").run
-    _, vjp = jax.vjp(lambda x, w, tw: xla_run(x, w, tw, topk_ids, problem), x, weights, topk_weights)
-    return (*vjp(cotangent), None)
+    grads = impl.backward(saved, x, weights, topk_weights, topk_ids, cotangent, problem)
+    return (*grads, None)  # topk_ids: integer, no gradient
 
 
 _kernel_forward.defvjp(_kernel_forward_fwd, _kernel_forward_bwd)

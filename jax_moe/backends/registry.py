@@ -54,7 +54,7 @@ class Backend:
     run: Callable[..., jax.Array]
     unsupported: Callable[[MoEProblem], str | None]  # None when it can run the problem
     priority: int  # higher is tried first by "auto"
-    # The backend's own VJP (else fused_moe differentiates the "xla" backend, recomputed):
+    # A kernel backend's VJP (None: run is plain JAX, which JAX differentiates itself):
     # forward_for_grad(x, weights, topk_weights, topk_ids, problem) -> (out, residuals);
     # backward(residuals, x, weights, topk_weights, topk_ids, dout, problem)
     #   -> (dx, ExpertWeights of gradients (None where the weight is None), d topk_weights).
