@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_moe.backends import mosaic_gpu
 from jax_moe.backends.mosaic_gpu_grad import ContractionConfig, expert_contraction
 from jax_moe.permutation import align_to_tiles, row_count
 from jax_moe.shapes import SHAPES

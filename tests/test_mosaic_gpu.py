@@ -196,7 +196,7 @@ def test_kernels_lower_for_hopper(shape, T, monkeypatch):
     """Every benchmark shape's default tilings, forward and backward, lower to Mosaic GPU for CUDA
     on this CPU: layout inference, TMA and SMEM budgets (227 KiB) are checked here, only ptxas is
     left to the GPU."""
-    monkeypatch.setattr(mosaic_gpu, "_num_sms", lambda interpret: 132)
+    monkeypatch.setattr(mosaic_gpu, "num_sms", lambda interpret: 132)
     problem, args = abstract_problem(shape, T)
     forward = lambda x, w, tw, ti: mosaic_gpu.run(x, w, tw, ti, problem)
     assert mosaic_kernels_lowered_for_cuda(forward, args) == 2  # expert_up and expert_down

@@ -30,7 +30,7 @@ from jax_moe.permutation import ALIGN_ROWS, TileLayout, align_to_tiles
 HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
-def _erf(v):
+def approx_erf(v):
     """erf to 1.5e-7 absolute (Abramowitz & Stegun 7.1.26): Mosaic GPU has no layout rule for math.erf."""
     a = jnp.abs(v)
     t = 1.0 / (1.0 + 0.3275911 * a)
@@ -43,7 +43,7 @@ def _erf(v):
 KERNEL_ACTIVATIONS = {
     "silu": lambda v: v / (1.0 + jnp.exp(-v)),
     "gelu": lambda v: 0.5 * v * (1.0 + jnp.tanh(0.7978845608028654 * (v + 0.044715 * v * v * v))),
-    "gelu_exact": lambda v: 0.5 * v * (1.0 + _erf(v * 0.7071067811865476)),
+    "gelu_exact": lambda v: 0.5 * v * (1.0 + approx_erf(v * 0.7071067811865476)),
     "relu": lambda v: jnp.maximum(v, 0.0),
 }
 INTERPRET_SMS = 2  # CTAs of the persistent grid in interpret mode (any count is correct)
@@ -76,29 +76,29 @@ def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     down_n = 64 * 256 // block_m
     if problem.tokens * problem.top_k <= 64:  # decode: narrow n-blocks spread the weights over the SMs
         up_n, down_n = 64, 128
-    up_n = _largest_dividing(problem.intermediate, up_n)
-    down_n = _largest_dividing(problem.hidden, down_n)
+    up_n = largest_dividing(problem.intermediate, up_n)
+    down_n = largest_dividing(problem.hidden, down_n)
     return GemmConfig(block_m, up_n, 64, 4), GemmConfig(block_m, down_n, 64, 4)
 
 
-def _largest_dividing(size: int, block: int) -> int:
+def largest_dividing(size: int, block: int) -> int:
     while size % block:
         block //= 2
     return block
 
 
-def _tiled_swizzled(shape, dtype) -> tuple:
+def tiled_swizzled(shape, dtype) -> tuple:
     """TMA/wgmma-friendly SMEM transforms for a [rows, cols] tile."""
     bits = jnp.dtype(dtype).itemsize * 8
     swizzle = plgpu.find_swizzle(shape[-1] * bits)
     return plgpu.TilingTransform((8, swizzle * 8 // bits)), plgpu.SwizzleTransform(swizzle)
 
 
-def _num_sms(interpret) -> int:
+def num_sms(interpret) -> int:
     return INTERPRET_SMS if interpret else jax.devices()[0].core_count
 
 
-def _interpret_params(interpret):
+def interpret_params(interpret):
     """interpret: False (compile), True (default interpret mode) or plgpu.InterpretGPUParams."""
     if isinstance(interpret, plgpu.InterpretGPUParams):
         return interpret
@@ -125,7 +125,7 @@ def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
     plgpu.commit_smem_to_gmem_group()
 
 
-def _grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transpose_rhs: bool, epilogue,
+def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transpose_rhs: bool, epilogue,
                   vectors, out_dtypes, interpret, name: str, row_sums: bool = False):
     """outs[valid rows of a tile, n-block] = epilogue(accs, vector tiles), accs[a] = sum over phases
     (lhs, rhs_tuple) of lhs[tile block] @ rhs_tuple[a][e].
@@ -179,9 +179,9 @@ def _grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, trans
                         plgpu.wgmma_wait(n_acc)
 
                     lhs_spec = plgpu.BlockSpec((pl.Element(bm), bk), lambda k: (start, k),
-                                               transforms=_tiled_swizzled((bm, bk), dtype), delay_release=1)
+                                               transforms=tiled_swizzled((bm, bk), dtype), delay_release=1)
                     rhs_index = (lambda k: (ni, k)) if transpose_rhs else (lambda k: (k, ni))
-                    rhs_spec = plgpu.BlockSpec(rhs_block, rhs_index, transforms=_tiled_swizzled(rhs_block, dtype),
+                    rhs_spec = plgpu.BlockSpec(rhs_block, rhs_index, transforms=tiled_swizzled(rhs_block, dtype),
                                                delay_release=1)
                     position = 0
                     for lhs, _ in phases:
@@ -229,7 +229,7 @@ def _grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, trans
 
     def vector_staging(kind, array):
         if kind == "tile":
-            return plgpu.SMEM((bm, bn), array.dtype, transforms=_tiled_swizzled((bm, bn), array.dtype))
+            return plgpu.SMEM((bm, bn), array.dtype, transforms=tiled_swizzled((bm, bn), array.dtype))
         return plgpu.SMEM((bm if kind == "row" else bn,), jnp.float32)
 
     out_types = [jax.ShapeDtypeStruct((rows, out_cols), d) for d in out_dtypes]
@@ -242,10 +242,10 @@ def _grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, trans
         out_type=out_types,
         scratch_types=[staging, [vector_staging(kind, a) for kind, a in vectors],
                        plgpu.Barrier(num_barriers=max(n_vec, 1))],
-        grid=(_num_sms(interpret) * cfg.ctas_per_sm,),
+        grid=(num_sms(interpret) * cfg.ctas_per_sm,),
         grid_names=("sm",),
         kernel_name=name,
-        interpret=_interpret_params(interpret),
+        interpret=interpret_params(interpret),
     )
     return kernel(tiles.tile_expert, tiles.tile_start, tiles.tile_lo, tiles.tile_size, *operands,
                   *(array for _, array in vectors))
@@ -276,7 +276,7 @@ def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem
 
     rhs = (weights.gate, weights.up) if gated else (weights.gate,)
     n_out = 1 + (len(rhs) if keep_preactivations else 0)
-    outs = _grouped_gemm(tiles, [(xs, rhs)], problem.intermediate, cfg, transpose_rhs=False, epilogue=epilogue,
+    outs = grouped_gemm(tiles, [(xs, rhs)], problem.intermediate, cfg, transpose_rhs=False, epilogue=epilogue,
                          vectors=vectors, out_dtypes=[xs.dtype] * n_out, interpret=interpret, name="jax_moe_expert_up")
     return (outs[0], tuple(outs[1:])) if keep_preactivations else outs[0]
 
@@ -293,7 +293,7 @@ def expert_down(tiles: TileLayout, h, weights: ExpertWeights, problem: MoEProble
         return (y * tiles[0],)
 
     second = weights.down if gated else weights.up
-    (y,) = _grouped_gemm(tiles, [(h, (second,))], problem.hidden, cfg, transpose_rhs=not gated, epilogue=epilogue,
+    (y,) = grouped_gemm(tiles, [(h, (second,))], problem.hidden, cfg, transpose_rhs=not gated, epilogue=epilogue,
                          vectors=vectors, out_dtypes=[h.dtype], interpret=interpret, name="jax_moe_expert_down")
     return y
 

@@ -27,7 +27,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from jax_moe.backends import mosaic_gpu
-from jax_moe.backends.mosaic_gpu import GemmConfig, _grouped_gemm, _interpret_params, _tiled_swizzled
+from jax_moe.backends.mosaic_gpu import GemmConfig, grouped_gemm, interpret_params, tiled_swizzled
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.permutation import TileLayout, align_to_tiles
 
@@ -48,7 +48,7 @@ def _gelu_tanh_grad(v):
 
 
 def _gelu_exact_grad(v):
-    cdf = 0.5 * (1.0 + mosaic_gpu._erf(v * 0.7071067811865476))
+    cdf = 0.5 * (1.0 + mosaic_gpu.approx_erf(v * 0.7071067811865476))
     return v * cdf, cdf + v * jnp.exp(-0.5 * v * v) * 0.3989422804014327
 
 
@@ -88,7 +88,7 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     two accumulators 64x128, 2 stages, 2 CTAs per SM: 715 us (64x128, 4 stages, 1 CTA: 843);
     one accumulator 128x128, 4 stages: 385 us (64x128: 549).
     """
-    largest = mosaic_gpu._largest_dividing
+    largest = mosaic_gpu.largest_dividing
     return BackwardConfigs(
         down=GemmConfig(block_m, largest(problem.intermediate, 128), 64, 4),
         up=GemmConfig(block_m, largest(problem.hidden, 256), 64, 4),
@@ -117,7 +117,7 @@ def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights
 
     second = weights.down if gated else weights.up
     n_out = len(preactivations) + 1
-    *outs, partial_dots = _grouped_gemm(
+    *outs, partial_dots = grouped_gemm(
         tiles, [(dys, (second,))], problem.intermediate, cfg, transpose_rhs=gated, epilogue=epilogue,
         vectors=vectors, out_dtypes=[dys.dtype] * n_out, interpret=interpret, name="jax_moe_down_backward",
         row_sums=True)
@@ -140,7 +140,7 @@ def up_backward(tiles: TileLayout, dpre, weights: ExpertWeights, problem: MoEPro
                 interpret=False):
     """dxs [rows, H] = dg Wg[e]^T + du Wu[e]^T   (nomic: dg W1[e]^T), in dg's dtype."""
     firsts = (weights.gate, weights.up) if problem.moe_type == "qwen3" else (weights.gate,)
-    (dxs,) = _grouped_gemm(tiles, [(d, (w,)) for d, w in zip(dpre, firsts)], problem.hidden, cfg,
+    (dxs,) = grouped_gemm(tiles, [(d, (w,)) for d, w in zip(dpre, firsts)], problem.hidden, cfg,
                            transpose_rhs=True, epilogue=lambda accs, _: accs, vectors=[],
                            out_dtypes=[dpre[0].dtype], interpret=interpret, name="jax_moe_up_backward")
     return dxs
@@ -196,9 +196,9 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                 @pl.when(nb > 0)
                 def _():
                     lhs_spec = plgpu.BlockSpec((pl.Element(bk), bm), lambda k: (first_row + k * bk, mi),
-                                               transforms=_tiled_swizzled((bk, bm), lhs.dtype), delay_release=1)
+                                               transforms=tiled_swizzled((bk, bm), lhs.dtype), delay_release=1)
                     rhs_spec = plgpu.BlockSpec((pl.Element(bk), bn), lambda k: (first_row + k * bk, ni),
-                                               transforms=_tiled_swizzled((bk, bn), lhs.dtype), delay_release=1)
+                                               transforms=tiled_swizzled((bk, bn), lhs.dtype), delay_release=1)
                     plgpu.emit_pipeline(step, grid=(nb,), in_specs=[lhs_spec] + [rhs_spec] * n_acc,
                                         max_concurrent_steps=cfg.stages)(lhs_ref, *rhs_refs)
 
@@ -219,11 +219,11 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     kernel = plgpu.kernel(
         body,
         out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_acc,
-        scratch_types=[[plgpu.SMEM((bm, bn), out_dtype, transforms=_tiled_swizzled((bm, bn), out_dtype))] * n_acc],
-        grid=(mosaic_gpu._num_sms(interpret) * cfg.ctas_per_sm,),
+        scratch_types=[[plgpu.SMEM((bm, bn), out_dtype, transforms=tiled_swizzled((bm, bn), out_dtype))] * n_acc],
+        grid=(mosaic_gpu.num_sms(interpret) * cfg.ctas_per_sm,),
         grid_names=("sm",),
         kernel_name="jax_moe_expert_contraction",
-        interpret=_interpret_params(interpret),
+        interpret=interpret_params(interpret),
     )
     return kernel(tiles.expert_start, tiles.expert_size, first_block.astype(jnp.int32), num_blocks.astype(jnp.int32),
                   lhs, *rhs_list)
@@ -280,8 +280,8 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
 
     def contraction(lhs, rhs_list, dtype):  # blocks: the largest that divide this M and N
         cfg = cfgs.contraction_pair if len(rhs_list) == 2 else cfgs.contraction
-        cfg = dataclasses.replace(cfg, block_m=mosaic_gpu._largest_dividing(lhs.shape[1], cfg.block_m),
-                                  block_n=mosaic_gpu._largest_dividing(rhs_list[0].shape[1], cfg.block_n))
+        cfg = dataclasses.replace(cfg, block_m=mosaic_gpu.largest_dividing(lhs.shape[1], cfg.block_m),
+                                  block_n=mosaic_gpu.largest_dividing(rhs_list[0].shape[1], cfg.block_n))
         return expert_contraction(layout, lhs, rhs_list, cfg, dtype, interpret)
 
     first_grads = contraction(xs, list(dpre), weights.gate.dtype)  # dWg (, dWu) or dW1
