@@ -14,6 +14,7 @@ from jax_moe.activations import ACTIVATIONS
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 
 MOE_TYPES = ("qwen3", "nomic")
+PRECISIONS = ("highest", "tf32")
 DTYPES = (jnp.float32, jnp.float16, jnp.bfloat16)
 
 
@@ -24,10 +25,12 @@ def _check_shape(name, array, shape):
 
 def describe(hidden_states, gate, up, down, topk_weights, topk_ids, *, moe_type, activation,
              gate_bias=None, up_bias=None, down_bias=None, interpret=False,
-             recompute=False) -> tuple[MoEProblem, ExpertWeights]:
+             recompute=False, precision="highest") -> tuple[MoEProblem, ExpertWeights]:
     """Validates fused_moe's arguments; returns the static problem and the weights."""
     if moe_type not in MOE_TYPES:
         raise ValueError(f"unknown moe_type {moe_type!r}; expected one of {MOE_TYPES}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {PRECISIONS}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"unknown activation {activation!r}; expected one of {sorted(ACTIVATIONS)}")
     x = hidden_states
@@ -78,6 +81,7 @@ def describe(hidden_states, gate, up, down, topk_weights, topk_ids, *, moe_type,
         platform=jax.default_backend(),
         interpret=bool(interpret),
         recompute=bool(recompute),
+        precision=precision,
     )
     return problem, ExpertWeights(gate, up, down, gate_bias, up_bias, down_bias)
 
@@ -98,6 +102,7 @@ def fused_moe(
     backend: str = "auto",
     interpret: bool = False,
     recompute: bool = False,
+    precision: str = "highest",
 ) -> jax.Array:
     """Mixture-of-experts layer with routing given.
 
@@ -122,6 +127,9 @@ def fused_moe(
       recompute: under differentiation, save only the inputs and recompute the gate/up products
         in the backward (one more grouped GEMM) instead of saving the pre-activations
         (2 * k * I elements per token for qwen3, k * I for nomic, in x's dtype). "mosaic_gpu" only.
+      precision: fp32 inputs only: "highest" (default; exact fp32 products) or "tf32" (TF32
+        products on NVIDIA GPU tensor cores, ~1e-3 relative error; exact fp32 on the CPU).
+        Half inputs always multiply exactly with fp32 accumulation.
 
     Returns:
       [..., H] in x's dtype. Matmuls accumulate in fp32; the intermediate is rounded to x's dtype.
@@ -134,6 +142,7 @@ def fused_moe(
     problem, weights = describe(
         x, gate, up, down, topk_weights, topk_ids, moe_type=moe_type, activation=activation,
         gate_bias=gate_bias, up_bias=up_bias, down_bias=down_bias, interpret=interpret, recompute=recompute,
+        precision=precision,
     )
     impl = backends.select(problem, backend)
     T, k = problem.tokens, problem.top_k

@@ -227,3 +227,14 @@ def test_mosaic_gpu_gradients_under_remat_and_value_and_grad():
     for variant in (grads(True, False), grads(False, True)):
         for a, b in zip(jax.tree.leaves(plain), jax.tree.leaves(variant)):
             np.testing.assert_array_equal(a, b)
+
+
+def test_tf32_opt_in_on_gpu():
+    """f32 inputs: "highest" is exact to f32's bound; "tf32" takes the tensor cores (its result
+    differs from the exact one) within TF32's error."""
+    args, _ = make_case(4, 512, 256, 512, 8, 2)
+    ref = on_cpu(lambda *a: reference.fused_moe(*a), *args)
+    exact = on_gpu(lambda *a: jax_moe.fused_moe(*a, precision="highest"), *args)
+    tf32 = on_gpu(lambda *a: jax_moe.fused_moe(*a, precision="tf32"), *args)
+    assert relative_error(exact, ref) <= TOLERANCE[jnp.dtype(jnp.float32)]
+    assert TOLERANCE[jnp.dtype(jnp.float32)] < relative_error(tf32, ref) <= 5e-3

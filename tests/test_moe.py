@@ -182,6 +182,20 @@ def test_check_grads(moe_type):
     check_grads(f, dense_args, order=1, modes=["rev"], atol=2e-3, rtol=2e-3)
 
 
+def test_tf32_precision_is_an_opt_in():
+    """precision="tf32" reaches the f32 matmuls as the platform default (exact fp32 on the CPU)."""
+    args, _ = make_case(12, 6, 8, 12, 4, 2)
+    ref = reference.fused_moe(*args)
+    for precision in ("highest", "tf32"):
+        out = jax_moe.fused_moe(*args, precision=precision)
+        assert relative_error(out, ref) <= TOLERANCE[jnp.dtype(jnp.float32)]
+    precisions = {p: jax.jit(lambda *a, p=p: jax_moe.fused_moe(*a, precision=p)).lower(*args).as_text()
+                  for p in ("highest", "tf32")}
+    # "highest": every product exact; "tf32": the three expert matmuls at the default, the combine exact.
+    assert "DEFAULT" not in precisions["highest"]
+    assert precisions["tf32"].count("precision = [DEFAULT, DEFAULT]") == 3
+
+
 def test_fused_moe_class():
     args, _ = make_case(8, 4, 8, 8, 3, 2)
     layer = jax_moe.FusedMoE(num_experts=3, top_k=2, activation="gelu")
@@ -209,6 +223,7 @@ def _valid():
         (lambda a: a, dict(moe_type="mixtral"), ValueError, "unknown moe_type"),
         (lambda a: a, dict(activation="tanh"), ValueError, "unknown activation"),
         (lambda a: a, dict(backend="cuda"), ValueError, "unknown backend"),
+        (lambda a: a, dict(precision="fp16"), ValueError, "unknown precision"),
         (lambda a: a.__setitem__(0, a[0].astype(jnp.int32)), {}, TypeError, "hidden_states"),
         (lambda a: a.__setitem__(1, a[1][:, :4]), {}, ValueError, "gate must have shape"),
         (lambda a: a.__setitem__(1, a[1][0]), {}, ValueError, r"gate must have shape \[E, H, I\]"),

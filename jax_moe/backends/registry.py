@@ -46,6 +46,7 @@ class MoEProblem:
     platform: str  # jax backend name: "cpu", "gpu", ...
     interpret: bool = False  # Pallas kernels run in interpret mode (on any platform)
     recompute: bool = False  # the backward recomputes what the forward could save (less memory)
+    precision: str = "highest"  # fp32 inputs: "highest" (exact products) or "tf32"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,9 +17,10 @@ from jax_moe import reference
 from jax_moe.activations import apply_activation
 from jax_moe.backends.registry import Backend, ExpertWeights, MoEProblem, register
 
-def matmul_precision(dtype) -> lax.Precision:
-    """Full fp32 products for fp32 operands (no TF32), the default for half types."""
-    return lax.Precision.HIGHEST if dtype == jnp.float32 else lax.Precision.DEFAULT
+def matmul_precision(dtype, precision: str = "highest") -> lax.Precision:
+    """fp32 operands: full fp32 products ("highest"), or whatever the platform's default is
+    ("tf32": TF32 products on NVIDIA GPUs, exact fp32 on the CPU); half types: the default."""
+    return lax.Precision.HIGHEST if dtype == jnp.float32 and precision == "highest" else lax.Precision.DEFAULT
 
 
 def gathered(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem) -> jax.Array:
@@ -27,7 +28,7 @@ def gathered(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProb
     E = problem.experts
     valid = (topk_ids >= 0) & (topk_ids < E)
     ids = jnp.where(valid, topk_ids, 0)
-    precision = matmul_precision(x.dtype)
+    precision = matmul_precision(x.dtype, problem.precision)
 
     def rows_times(matrix, spec):
         return jnp.einsum(spec, x, matrix[ids], precision=precision, preferred_element_type=jnp.float32)
@@ -59,7 +60,7 @@ def dense(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem
         return reference.fused_moe(x, weights.gate, weights.up, weights.down, topk_weights, topk_ids,
                                    moe_type=problem.moe_type, activation=problem.activation,
                                    gate_bias=weights.gate_bias, up_bias=weights.up_bias, down_bias=weights.down_bias)
-    precision = matmul_precision(x.dtype)
+    precision = matmul_precision(x.dtype, problem.precision)
 
     def product(spec, a, b):
         return jnp.einsum(spec, a, b, precision=precision, preferred_element_type=jnp.float32)
@@ -75,7 +76,8 @@ def dense(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem
         y = product("eti,ehi->eth", h.astype(x.dtype), weights.up)
     y = y + bias(weights.down_bias)
     # [T, E] routing weight of each expert (zero where not chosen; out-of-range ids match none).
-    combine = jnp.einsum("tk,tke->te", topk_weights, jax.nn.one_hot(topk_ids, E, dtype=jnp.float32))
+    combine = jnp.einsum("tk,tke->te", topk_weights, jax.nn.one_hot(topk_ids, E, dtype=jnp.float32),
+                         precision=lax.Precision.HIGHEST)  # exact routing weights (no TF32 rounding)
     return jnp.einsum("te,eth->th", combine, y, precision=lax.Precision.HIGHEST).astype(x.dtype)
 
 
