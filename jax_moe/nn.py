@@ -66,6 +66,7 @@ class MoEConfig:
     initializer_range: float = 0.02  # std of the normal initializer
     hf_format: str | None = None  # naming used by from_hf_state_dict / to_hf_state_dict
     backend: str = "auto"  # fused_moe backend
+    recompute: bool = False  # fused_moe's backward recomputes the gate/up products instead of saving them
     implementation: str = "fused"  # or "reference": the pure-JAX references (parity checks)
     expert_axis: str = "expert"  # sharding name of the experts' leading axis
 
@@ -224,7 +225,8 @@ class MoE(nnx.Module):
         if c.implementation == "reference":
             y = reference.fused_moe(h, cast(self.gate), cast(self.up), down, weights, ids, **experts)
         else:
-            y = jax_moe.fused_moe(h, cast(self.gate), cast(self.up), down, weights, ids, backend=c.backend, **experts)
+            y = jax_moe.fused_moe(h, cast(self.gate), cast(self.up), down, weights, ids, backend=c.backend,
+                                  recompute=c.recompute, **experts)
         y = y.astype(jnp.float32)
         if self.shared_gate is not None:
             shared = reference.expert_ffn(h, cast(self.shared_gate), cast(self.shared_up), cast(self.shared_down),

@@ -1,6 +1,7 @@
 """jax_moe.nn: presets against plain numpy forward passes of the published blocks, checkpoint round
 trips, gradients, auxiliary losses, transforms and errors."""
 
+import dataclasses
 import functools
 import inspect
 
@@ -199,3 +200,21 @@ def test_config_errors():
     layer = MoE(MoEConfig.olmoe(hidden_size=16, intermediate_size=8, num_experts=4, top_k=2), rngs=nnx.Rngs(0))
     with pytest.raises(ValueError, match=r"\[..., 16\]"):
         layer(jnp.zeros((3, 15)))
+
+
+def test_backend_options_reach_fused_moe(monkeypatch):
+    """MoEConfig.backend and .recompute are what the layer passes to fused_moe."""
+    import jax_moe
+
+    config, _ = PRESETS["qwen3_moe"]
+    config = dataclasses.replace(config, backend="xla", recompute=True)
+    seen = {}
+    real = jax_moe.fused_moe
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(jax_moe, "fused_moe", spy)
+    MoE(config, rngs=nnx.Rngs(0))(jnp.asarray(tokens(config, T=4)))
+    assert seen["backend"] == "xla" and seen["recompute"] is True
