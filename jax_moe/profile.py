@@ -2,7 +2,9 @@
 
 The JAX counterpart of the seed crate's profile binary. It routes random logits with topk_softmax,
 runs fused_moe a few times under ``jax.profiler.trace`` and prints where the trace went (open it
-with TensorBoard's profile plugin, XProf or Perfetto).
+with TensorBoard's profile plugin, XProf or Perfetto). ``--grad`` profiles a training step instead
+(value_and_grad of the layer w.r.t. x, the router and the expert weights); ``--kernels`` also
+prints each GPU kernel's CUPTI time in one call.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--backend", default="auto", choices=["auto", *backends.names()])
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--grad", action="store_true", help="profile forward + backward (a training step)")
+    parser.add_argument("--kernels", action="store_true", help="print each kernel's CUPTI time (GPU)")
     parser.add_argument("--trace-dir", default="/tmp/jax-moe-trace")
     args = parser.parse_args(argv)
 
@@ -38,22 +42,46 @@ def main(argv=None) -> None:
     down = (jax.random.normal(key[3], (E, I, H)) * I**-0.5).astype(dtype) if shape.moe_type == "qwen3" else None
     router = jax.random.normal(key[4], (H, E), dtype) * H**-0.5
 
-    @jax.jit
-    def layer(x):
+    def layer(x, router, gate, up, down):
         weights, ids, _ = jax_moe.topk_softmax(x @ router, k, renormalize=True)
         return jax_moe.fused_moe(x, gate, up, down, weights, ids, moe_type=shape.moe_type,
                                  activation=shape.activation, backend=args.backend)
 
-    jax.block_until_ready(layer(x))  # compile outside the trace
+    if args.grad:
+        loss = lambda *a: jnp.mean(layer(*a).astype(jnp.float32) ** 2)
+        step = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2, 3, 4)))
+    else:
+        step = jax.jit(layer)
+    params = (x, router, gate, up, down)
+    jax.block_until_ready(step(*params))  # compile outside the trace
     trace_dir = pathlib.Path(args.trace_dir)
     with jax.profiler.trace(str(trace_dir)):
         start = time.perf_counter()
         for _ in range(args.steps):
-            x_out = layer(x)
-        jax.block_until_ready(x_out)
+            out = step(*params)
+        jax.block_until_ready(out)
         elapsed = (time.perf_counter() - start) / args.steps
+    what = "forward + backward" if args.grad else "forward"
     print(f"{args.shape} T={T} {dtype.name} backend={args.backend} on {jax.devices()[0].device_kind}: "
-          f"{elapsed * 1e6:.0f} us per layer (wall, router included); trace in {trace_dir}")
+          f"{elapsed * 1e6:.0f} us per layer {what} (wall, router included); trace in {trace_dir}")
+    if args.kernels:
+        print_kernel_times(step, params)
+
+
+def print_kernel_times(fn, args) -> None:
+    """Each kernel's CUPTI time in one call of fn, largest first (GPU only)."""
+    if jax.default_backend() != "gpu":
+        print("--kernels: no GPU here")
+        return
+    from jax.experimental.mosaic.gpu import profiler
+
+    _, kernels = profiler.measure(fn, aggregate=False)(*args)
+    totals: dict[str, list[float]] = {}
+    for name, ms in kernels:
+        totals.setdefault(name, []).append(ms * 1e3)
+    print(f"{sum(map(sum, totals.values())):.1f} us in {sum(map(len, totals.values()))} kernels")
+    for name, times in sorted(totals.items(), key=lambda item: -sum(item[1])):
+        print(f"{sum(times):9.1f} us  x{len(times)}  {name[:100]}")
 
 
 if __name__ == "__main__":
