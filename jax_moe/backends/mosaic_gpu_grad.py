@@ -275,8 +275,8 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
                                                  keep_preactivations=True)
     dys = mosaic_gpu.gather_rows(dout.astype(x.dtype), layout.row_token)
     dpre, hw, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
-    dx = mosaic_gpu.combine_slots(layout, up_backward(layout, dpre, weights, problem, cfgs.up, interpret),
-                        problem.top_k, x.dtype)
+    dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
+    dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
 
     def contraction(lhs, rhs_list, dtype):  # blocks: the largest that divide this M and N
         cfg = cfgs.contraction_pair if len(rhs_list) == 2 else cfgs.contraction
@@ -292,15 +292,14 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
         (d_gate,), d_down = first_grads, None
         (d_up,) = contraction(dys, [hw], weights.up.dtype)
 
-    def bias_grad(bias, values):
-        return None if bias is None else _expert_row_sums(layout, values).astype(bias.dtype)
+    def bias_grad(bias, rows_values):  # rows_values: () -> [rows, C], built only when there is a bias
+        return None if bias is None else _expert_row_sums(layout, rows_values()).astype(bias.dtype)
 
-    weighted_dys = dys.astype(jnp.float32) * layout.row_weight[:, None]
     d_weights = ExpertWeights(
         gate=d_gate, up=d_up, down=d_down,
-        gate_bias=bias_grad(weights.gate_bias, dpre[0]),
-        up_bias=bias_grad(weights.up_bias, dpre[1]) if gated else None,
-        down_bias=bias_grad(weights.down_bias, weighted_dys),
+        gate_bias=bias_grad(weights.gate_bias, lambda: dpre[0]),
+        up_bias=bias_grad(weights.up_bias, lambda: dpre[1]) if gated else None,
+        down_bias=bias_grad(weights.down_bias, lambda: dys.astype(jnp.float32) * layout.row_weight[:, None]),
     )
     d_topk = jnp.take(row_dot, layout.slot_row, mode="fill", fill_value=0)  # [T, k]
     if weights.down_bias is not None:  # the down bias' share of each slot's output
