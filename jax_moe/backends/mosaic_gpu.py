@@ -167,9 +167,12 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             def _():
                 start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
                 for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
-                    src = {"row": lambda r: r.at[pl.ds(start, bm)],
-                           "col": lambda r: r.at[e, pl.ds(ni * bn, bn)],
-                           "tile": lambda r: r.at[pl.ds(start, bm), pl.ds(ni * bn, bn)]}[kind](ref)
+                    if kind == "row":
+                        src = ref.at[pl.ds(start, bm)]
+                    elif kind == "col":
+                        src = ref.at[e, pl.ds(ni * bn, bn)]
+                    else:  # "tile"
+                        src = ref.at[pl.ds(start, bm), pl.ds(ni * bn, bn)]
                     plgpu.copy_gmem_to_smem(src, vector_smems[i], vector_barriers.at[i])
 
                 def accumulate(*acc_refs):
@@ -308,20 +311,33 @@ def gather_rows(x, rows):
     return lax.bitcast_convert_type(pairs[rows], x.dtype).reshape(rows.shape[0], H)
 
 
-def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,
-        configs: tuple[GemmConfig, GemmConfig] | None = None) -> jax.Array:
-    """x [T, H] half -> [T, H]; configs overrides choose_configs (expert_up, expert_down; same block_m)."""
+def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,
+            configs: tuple[GemmConfig, GemmConfig] | None = None, keep_preactivations: bool = False):
+    """(out [T, H], the TileLayout, the pre-activations (expert_up's) or None) for half x [T, H].
+
+    configs overrides choose_configs (expert_up, expert_down; same block_m). With no tokens the
+    layout is None (no kernel runs)."""
     T, H = x.shape
     if T == 0:
-        return jnp.zeros_like(x)
+        return jnp.zeros_like(x), None, None
     up_cfg, down_cfg = configs or choose_configs(problem)
     if up_cfg.block_m != down_cfg.block_m:
         raise ValueError(f"both kernels tile the same rows: block_m {up_cfg.block_m} != {down_cfg.block_m}")
     layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
     xs = gather_rows(x, layout.row_token)
-    h = expert_up(layout, xs, weights, problem, up_cfg, interpret)
+    preactivations = None
+    if keep_preactivations:
+        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
+    else:
+        h = expert_up(layout, xs, weights, problem, up_cfg, interpret)
     y = expert_down(layout, h, weights, problem, down_cfg, interpret)
-    return combine_slots(layout, y, problem.top_k, x.dtype)
+    return combine_slots(layout, y, problem.top_k, x.dtype), layout, preactivations
+
+
+def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,
+        configs: tuple[GemmConfig, GemmConfig] | None = None) -> jax.Array:
+    """x [T, H] half -> [T, H]: the backend's forward (see :func:`forward`)."""
+    return forward(x, weights, topk_weights, topk_ids, problem, interpret, configs)[0]
 
 
 def combine_slots(tiles: TileLayout, row_values, top_k: int, dtype):

@@ -29,7 +29,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from jax_moe.backends import mosaic_gpu
 from jax_moe.backends.mosaic_gpu import GemmConfig, grouped_gemm, interpret_params, tiled_swizzled
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
-from jax_moe.permutation import TileLayout, align_to_tiles
+from jax_moe.permutation import TileLayout
 
 
 def _sigmoid(v):
@@ -243,19 +243,8 @@ def _expert_row_sums(tiles: TileLayout, values):
 def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem):
     """fused_moe's forward for differentiation: (out, residuals). Residuals: the TileLayout and,
     unless problem.recompute, the pre-activations (g, u) [T*k (+slack), I] (nomic: g)."""
-    if problem.tokens == 0:
-        return jnp.zeros_like(x), None
-    interpret = problem.interpret
-    up_cfg, down_cfg = mosaic_gpu.choose_configs(problem)
-    layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
-    xs = mosaic_gpu.gather_rows(x, layout.row_token)
-    if problem.recompute:
-        h, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret), None
-    else:
-        h, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret,
-                                                 keep_preactivations=True)
-    y = mosaic_gpu.expert_down(layout, h, weights, problem, down_cfg, interpret)
-    out = mosaic_gpu.combine_slots(layout, y, problem.top_k, x.dtype)
+    out, layout, preactivations = mosaic_gpu.forward(x, weights, topk_weights, topk_ids, problem, problem.interpret,
+                                                     keep_preactivations=not problem.recompute)
     return out, (layout, preactivations)
 
 
