@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_moe import make_case, upcast
+from test_moe import make_case, moe_gradients, reference_gradients, upcast
 from test_router import grid_logits
 
 import jax_moe
@@ -166,19 +166,12 @@ def test_auto_picks_mosaic_gpu_on_hopper_and_gradients_flow():
 
 
 def gradients_on_gpu(backend, args, kwargs, moe_type, activation):
-    """jax.grad (x, gate, up, down, topk_weights, biases) of sum(out * a fixed pattern), jitted on the
-    GPU; backend "reference" is jax_moe.reference.fused_moe on the fp32 up-cast inputs."""
-    x, gate, up, down, w, ids = upcast(args) if backend == "reference" else args
-
-    def loss(x, gate, up, down, w, biases):
-        if backend == "reference":
-            out = reference.fused_moe(x, gate, up, down, w, ids, moe_type=moe_type, activation=activation, **biases)
-        else:
-            out = jax_moe.fused_moe(x, gate, up, down, w, ids, moe_type=moe_type, activation=activation,
-                                    backend=backend, **biases)
-        return jnp.sum(out.astype(jnp.float32) * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
-
-    return on_gpu(jax.grad(loss, argnums=tuple(range(6))), x, gate, up, down, w, kwargs)
+    """test_moe.moe_gradients jitted on the GPU; backend "reference": reference_gradients."""
+    if backend == "reference":
+        fn = lambda args, kwargs: reference_gradients(args, kwargs, moe_type, activation)
+    else:
+        fn = lambda args, kwargs: moe_gradients(backend, args, kwargs, moe_type, activation)
+    return on_gpu(fn, list(args), kwargs)
 
 
 def assert_gradients_match(args, kwargs, moe_type, activation, dtype=jnp.bfloat16):

@@ -44,6 +44,30 @@ def upcast(args):
     return [a.astype(jnp.float32) if a is not None and jnp.issubdtype(a.dtype, jnp.floating) else a for a in args]
 
 
+def moe_gradients(backend, args, kwargs, moe_type="qwen3", activation="silu", **options):
+    """d/d(x, gate, up, down, topk_weights, biases) of sum(out * a fixed pattern): the cotangent
+    does not depend on the forward, so the backward's numerics alone are compared."""
+    x, gate, up, down, w, ids = args
+
+    def loss(x, gate, up, down, w, biases):
+        out = jax_moe.fused_moe(x, gate, up, down, w, ids, moe_type=moe_type, activation=activation,
+                                backend=backend, **biases, **options)
+        return jnp.sum(out.astype(jnp.float32) * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
+
+    return jax.grad(loss, argnums=tuple(range(6)))(x, gate, up, down, w, kwargs)
+
+
+def reference_gradients(args, kwargs, moe_type="qwen3", activation="silu"):
+    """jax.grad of the fp32 reference on the up-cast inputs."""
+    x, gate, up, down, w, ids = upcast(args)
+
+    def loss(x, gate, up, down, w, biases):
+        out = reference.fused_moe(x, gate, up, down, w, ids, moe_type=moe_type, activation=activation, **biases)
+        return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
+
+    return jax.grad(loss, argnums=tuple(range(6)))(x, gate, up, down, w, kwargs)
+
+
 def run_strategy(name, args, moe_type, activation, kwargs):
     problem, weights = describe(*args, moe_type=moe_type, activation=activation, **kwargs)
     x, _, _, _, topk_weights, topk_ids = args

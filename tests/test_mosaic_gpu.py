@@ -19,7 +19,7 @@ from jax_moe.moe import describe
 from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, tile_count
 from jax_moe.shapes import SHAPES
 from jax_moe.testing import TOLERANCE, relative_error
-from tests.test_moe import make_case, upcast
+from tests.test_moe import make_case, moe_gradients, reference_gradients, upcast
 
 
 def run_interpreted(args, moe_type="qwen3", activation="silu", **kwargs):
@@ -62,30 +62,6 @@ def test_deterministic_and_out_of_range_ids():
     assert relative_error(out, reference_of((x, gate, up, down, zeroed, ids))) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
 
 
-def gradients(backend, args, kwargs, moe_type="qwen3", activation="silu", **options):
-    """d/d(x, gate, up, down, topk_weights, biases) of sum(out * a fixed pattern): the cotangent
-    does not depend on the forward, so the backward's numerics alone are compared."""
-    x, gate, up, down, w, ids = args
-
-    def loss(x, gate, up, down, w, biases):
-        out = jax_moe.fused_moe(x, gate, up, down, w, ids, moe_type=moe_type, activation=activation,
-                                backend=backend, **biases, **options)
-        return jnp.sum(out.astype(jnp.float32) * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
-
-    return jax.grad(loss, argnums=tuple(range(6)))(x, gate, up, down, w, kwargs)
-
-
-def reference_gradients(args, kwargs, moe_type="qwen3", activation="silu"):
-    """jax.grad of the fp32 reference on the up-cast inputs."""
-    x, gate, up, down, w, ids = upcast(args)
-
-    def loss(x, gate, up, down, w, biases):
-        out = reference.fused_moe(x, gate, up, down, w, ids, moe_type=moe_type, activation=activation, **biases)
-        return jnp.sum(out * jnp.cos(jnp.arange(out.size).reshape(out.shape)))
-
-    return jax.grad(loss, argnums=tuple(range(6)))(x, gate, up, down, w, kwargs)
-
-
 @pytest.mark.parametrize(
     "T, H, I, E, k, empty, moe_type, activation, dtype, biases, recompute",
     [
@@ -100,13 +76,13 @@ def test_gradients_match_reference(T, H, I, E, k, empty, moe_type, activation, d
     """The backward kernels (interpret mode, NaN-filled buffers) against jax.grad of the fp32 reference,
     for every differentiable input; bitwise identical when run twice."""
     args, kwargs = make_case(T, T, H, I, E, k, moe_type=moe_type, dtype=dtype, biases=biases, empty_experts=empty)
-    grads = gradients("mosaic_gpu", args, kwargs, moe_type, activation, interpret=True, recompute=recompute)
+    grads = moe_gradients("mosaic_gpu", args, kwargs, moe_type, activation, interpret=True, recompute=recompute)
     expected = reference_gradients(args, kwargs, moe_type, activation)
     for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
         assert got.shape == want.shape
         assert relative_error(got, want) <= TOLERANCE[jnp.dtype(dtype)]
     assert [g.dtype for g in jax.tree.leaves(grads)] == [a.dtype for a in jax.tree.leaves((*args[:5], kwargs))]
-    again = gradients("mosaic_gpu", args, kwargs, moe_type, activation, interpret=True, recompute=recompute)
+    again = moe_gradients("mosaic_gpu", args, kwargs, moe_type, activation, interpret=True, recompute=recompute)
     for got, second in zip(jax.tree.leaves(grads), jax.tree.leaves(again)):
         np.testing.assert_array_equal(got, second)
 
@@ -115,12 +91,12 @@ def test_gradients_with_out_of_range_ids_and_no_tokens():
     args, _ = make_case(1, 24, 64, 64, 6, 2, dtype=jnp.bfloat16)
     x, gate, up, down, w, ids = args
     bad = ids.at[0, 0].set(6).at[3, 1].set(-1)
-    grads = gradients("mosaic_gpu", (x, gate, up, down, w, bad), {}, interpret=True)
+    grads = moe_gradients("mosaic_gpu", (x, gate, up, down, w, bad), {}, interpret=True)
     expected = reference_gradients((x, gate, up, down, w.at[0, 0].set(0.0).at[3, 1].set(0.0), ids), {})
     assert grads[4][0, 0] == 0 and grads[4][3, 1] == 0  # the slots that match no expert
     for got, want in zip(grads[:4], expected[:4]):
         assert relative_error(got, want) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
-    empty = gradients("mosaic_gpu", (x[:0], gate, up, down, w[:0], ids[:0]), {}, interpret=True)
+    empty = moe_gradients("mosaic_gpu", (x[:0], gate, up, down, w[:0], ids[:0]), {}, interpret=True)
     assert all(not np.asarray(g).any() for g in empty[:4]) and empty[0].shape == (0, 64)
 
 
