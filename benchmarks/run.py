@@ -145,7 +145,7 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, 
     row = dict(suite="moe-grad" if grad else "moe", shape=s.name, T=T, dtype=case.dtype.name, flops=flops, weight_bytes=weight_bytes,
                floor_us=ceilings.floor_us(flops, weight_bytes + io_bytes, f32=case.dtype == jnp.float32), impls={})
     # Anything that computes every expert on every token costs E/k times the routed FLOPs.
-    dense_ms = s.flops(T) * s.experts / s.top_k / (0.5 * ceilings.matmul_tflops * 1e12) * 1e3
+    dense_ms = flops * s.experts / s.top_k / (0.5 * ceilings.matmul_tflops * 1e12) * 1e3
     reference_fn = lambda xx, w, tw: reference.fused_moe(xx, *w[:3], tw, topk_ids, moe_type=s.moe_type,
                                                           activation=s.activation)
     cotangent = jnp.cos(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
