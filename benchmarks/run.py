@@ -316,7 +316,7 @@ def main(argv=None) -> int:
     parser.add_argument("--suites", default="router,seed,models,train",
                         help="comma list of router, seed, models, train (forward + backward)")
     parser.add_argument("--dtypes", default=None, help="comma list (default: all three on GPU, f32,bf16 on CPU)")
-    parser.add_argument("--shapes", default=None, help="model shapes for the models suite (default: all)")
+    parser.add_argument("--shapes", default=None, help="model shapes for the models suite (default: all); also filters the train suite")
     parser.add_argument("--tokens", default=None, help="comma list of T overriding the defaults")
     parser.add_argument("--max-estimated-ms", type=float, default=100.0 if GPU else 2000.0,
                         help="skip brute-force implementations estimated slower than this per call")
@@ -376,6 +376,8 @@ def main(argv=None) -> int:
 
     if "train" in suites:
         train_rows = TRAIN_ROWS_GPU if GPU else TRAIN_ROWS_CPU
+        if args.shapes:
+            train_rows = {n: t for n, t in train_rows.items() if n in args.shapes.split(",")}
         train_dtypes = ["bfloat16"] if GPU else ["float32"]
         moe_rows(ceilings, list(train_rows), {n: override or train_rows[n] for n in train_rows}, train_dtypes,
                  args.max_estimated_ms, sink, impls, grad=True)
