@@ -1,0 +1,77 @@
+"""Tiling sweep of the backward's grouped GEMMs on a GPU (down_backward, up_backward, and the forward's
+expert_up keeping g, u), Qwen3-30B-A3B T=4096 bf16: CUPTI kernel time per candidate, each candidate's
+outputs (valid rows) compared with the first candidate's.
+
+    python -m benchmarks.tune_backward --out DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_moe.backends import mosaic_gpu
+from jax_moe.backends import mosaic_gpu_grad as grad
+from jax_moe.backends.mosaic_gpu import GemmConfig
+from jax_moe.backends.registry import ExpertWeights, MoEProblem
+from jax_moe.permutation import align_to_tiles, row_count
+
+# (block_m, block_n, block_k, stages, ctas_per_sm) candidates per kernel; the first is the reference.
+CANDIDATES = {
+    "down_backward": [(64, 128, 64, 4, 1), (64, 64, 64, 4, 2), (64, 64, 64, 6, 1), (64, 128, 64, 2, 2)],
+    "up_backward": [(64, 256, 64, 4, 1), (64, 128, 64, 4, 2), (64, 128, 64, 3, 2), (64, 256, 64, 2, 2)],
+    "expert_up_keep": [(64, 128, 64, 4, 1), (64, 64, 64, 3, 2), (64, 128, 64, 3, 1)],
+}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="benchmarks/results")
+    args = parser.parse_args(argv)
+    from jax.experimental.mosaic.gpu import profiler
+
+    T, E, H, I, k = 4096, 128, 2048, 768, 8
+    problem = MoEProblem(T, H, I, E, k, jnp.dtype(jnp.bfloat16), "qwen3", "silu", False, "gpu")
+    key = jax.random.split(jax.random.key(0), 9)
+    _, ids = jax.lax.top_k(jax.random.normal(key[0], (T, E)), k)
+    layout = align_to_tiles(ids, jax.nn.softmax(jax.random.normal(key[8], (T, k))), E, 64)
+    rows = row_count(T, k, 64)
+    normal = lambda i, shape, scale=1.0: (jax.random.normal(key[i], shape) * scale).astype(jnp.bfloat16)
+    xs, dys, g, u = normal(1, (rows, H)), normal(2, (rows, H)), normal(3, (rows, I)), normal(4, (rows, I))
+    w = ExpertWeights(normal(5, (E, H, I), 0.02), normal(6, (E, H, I), 0.02), normal(7, (E, I, H), 0.02),
+                      None, None, None)
+    valid = np.arange(rows) < T * k
+    kernels = {
+        "down_backward": lambda cfg: grad.down_backward(layout, dys, (g, u), w, problem, cfg)[0],
+        "up_backward": lambda cfg: (grad.up_backward(layout, (g, u), w, problem, cfg),),
+        "expert_up_keep": lambda cfg: mosaic_gpu.expert_up(layout, xs, w, problem, cfg, keep_preactivations=True)[1],
+    }
+    results = []
+    for name, fn in kernels.items():
+        reference = None
+        for c in CANDIDATES[name]:
+            cfg = GemmConfig(*c[:4], ctas_per_sm=c[4])
+            try:
+                outs, times = profiler.measure(jax.jit(lambda cfg=cfg: fn(cfg)), iterations=5)()
+            except Exception as e:  # noqa: BLE001 (a tiling that does not fit: record why)
+                results.append(dict(kernel=name, config=c, error=f"{type(e).__name__}: {str(e)[:160]}"))
+                print(name, c, "error", str(e)[:160], flush=True)
+                continue
+            outs = [np.asarray(o, np.float32)[valid] for o in outs]
+            reference = reference or outs
+            diff = max(float(np.max(np.abs(a - b))) for a, b in zip(outs, reference))
+            us = float(np.median(times)) * 1e3
+            print(f"{name} {c}: {us:.1f} us (max diff vs first {diff:.3g})", flush=True)
+            results.append(dict(kernel=name, config=c, us=us, max_abs_diff_vs_first=diff))
+    out_dir = pathlib.Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tune-backward-qwen3_30b_a3b-T4096.json").write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
