@@ -113,6 +113,29 @@ def test_no_races_between_tiles():
     assert not interpret_pallas_call.get_races().races_found
 
 
+@pytest.mark.parametrize("block_k, stages, ctas", [(16, 2, 1), (16, 4, 2), (32, 3, 1)])
+def test_expert_contraction_masks_other_experts_rows(block_k, stages, ctas):
+    """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over
+    several row blocks, boundary blocks shared by neighbouring experts, NaN in every row past the routed
+    ones (rows no expert owns must never reach a sum), two right-hand sides."""
+    T, k, E, M, N = 40, 3, 7, 64, 128
+    rng = np.random.default_rng(0)
+    ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32).at[:, 0].set(2)  # experts 5, 6: empty
+    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64)
+    rows, routed = row_count(T, k, 64), T * k
+    lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16).at[routed:].set(jnp.nan)
+    rhs = [jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16).at[routed:].set(jnp.nan) for _ in range(2)]
+    cfg = mosaic_gpu_grad.ContractionConfig(64, 64, block_k, stages, ctas)
+    outs = mosaic_gpu_grad.expert_contraction(layout, lhs, rhs, cfg, jnp.float32, interpret=True)
+    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
+    assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32
+    a = np.asarray(lhs, np.float32)
+    for out, r in zip(outs, rhs):
+        b = np.asarray(r, np.float32)
+        expected = np.stack([a[s:s + n].T @ b[s:s + n] for s, n in zip(start, size)])
+        np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
+
+
 @pytest.mark.parametrize("T, k, E, block_m", [(0, 2, 4, 64), (1, 1, 1, 64), (37, 3, 5, 8), (50, 4, 4, 16), (9, 2, 130, 8),
                                          (300, 8, 128, 64)])
 def test_align_to_tiles(T, k, E, block_m):
