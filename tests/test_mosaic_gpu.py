@@ -190,11 +190,12 @@ def mosaic_kernels_lowered_for_cuda(fn, args) -> int:
 
 
 @pytest.mark.parametrize("shape", sorted(SHAPES))
-@pytest.mark.parametrize("T", [1, 64, 4096])
+@pytest.mark.parametrize("T", [1, 4096])
 def test_kernels_lower_for_hopper(shape, T, monkeypatch):
     """Every benchmark shape's default tilings, forward and backward, lower to Mosaic GPU for CUDA
     on this CPU: layout inference, TMA and SMEM budgets (227 KiB) are checked here, only ptxas is
-    left to the GPU."""
+    left to the GPU. T=1 takes the decode tilings (T*k <= 64), T=4096 the others (T=64 did too:
+    dropped to keep CI under 15 minutes)."""
     monkeypatch.setattr(mosaic_gpu, "num_sms", lambda interpret: 132)
     problem, args = abstract_problem(shape, T)
     forward = lambda x, w, tw, ti: mosaic_gpu.run(x, w, tw, ti, problem)
