@@ -120,12 +120,13 @@ def moe_rows(ceilings: harness.Ceilings, shapes, tokens, dtypes, max_estimated_m
                 sink(moe_row(MoECase(shape, T, jnp.dtype(dtype)), ceilings, max_estimated_ms, impls, grad))
 
 
-def with_gradient(fn, cotangent):
-    """fn(x, weights, topk_weights) -> out  ==>  (x, weights, topk_weights) -> (loss, (the gradients))
+def with_gradient(fn):
+    """fn(x, weights, topk_weights, topk_ids) -> out  ==>
+    (x, weights, topk_weights, topk_ids, cotangent) -> (loss, (d x, d weights, d topk_weights))
     with loss = sum(out * cotangent): one forward and one backward, as in training (the loss keeps
     the whole forward alive; a bare jax.grad lets XLA drop the forward work only the loss needs)."""
-    def loss(x, weights, topk_weights):
-        return jnp.sum(fn(x, weights, topk_weights).astype(jnp.float32) * cotangent)
+    def loss(x, weights, topk_weights, topk_ids, cotangent):
+        return jnp.sum(fn(x, weights, topk_weights, topk_ids).astype(jnp.float32) * cotangent)
 
     return jax.value_and_grad(loss, argnums=(0, 1, 2))
 
@@ -146,30 +147,31 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, 
                floor_us=ceilings.floor_us(flops, weight_bytes + io_bytes, f32=case.dtype == jnp.float32), impls={})
     # Anything that computes every expert on every token costs E/k times the routed FLOPs.
     dense_ms = flops * s.experts / s.top_k / (0.5 * ceilings.matmul_tflops * 1e12) * 1e3
-    reference_fn = lambda xx, w, tw: reference.fused_moe(xx, *w[:3], tw, topk_ids, moe_type=s.moe_type,
-                                                          activation=s.activation)
+    reference_fn = lambda xx, w, tw, ids: reference.fused_moe(xx, *w[:3], tw, ids, moe_type=s.moe_type,
+                                                               activation=s.activation)
     cotangent = jnp.cos(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
+    # Routing and cotangent are arguments of the timed function, never constants closed over:
+    # XLA would fold everything that depends only on them (the sort by expert, the tile tables,
+    # the backward's gather of dy) into constants at compile time and leave it out of the timing.
+    routing = (topk_weights, topk_ids, cotangent) if grad else (topk_weights, topk_ids)
     if grad:
-        _, ref = jax.jit(with_gradient(reference_fn, cotangent))(x, weights, topk_weights)
+        _, ref = jax.jit(with_gradient(reference_fn))(x, weights, *routing)
         ref = (ref[0], ref[2])  # d x, d topk_weights
     else:
-        ref = jax.jit(reference_fn)(x, weights, topk_weights)
+        ref = jax.jit(reference_fn)(x, weights, *routing)
 
     candidates = {}
     for backend in backends.names():
         reason = backends.registry.get(backend).unsupported(problem)
         # moe._run: the backend with fused_moe's VJP (a kernel backend's own backward).
-        candidates[f"jax_moe_{backend}"] = (reason, lambda xx, w, tw, b=backend: jax_moe.moe._run(
-            b, problem, xx, w, tw, topk_ids))
+        candidates[f"jax_moe_{backend}"] = (reason, lambda xx, w, tw, ids, b=backend: jax_moe.moe._run(
+            b, problem, xx, w, tw, ids))
     for anchor in ANCHORS.values():
         reason = anchor.unsupported(problem)
-        candidates[anchor.name] = (reason, lambda xx, w, tw, a=anchor: a.run(xx, w, tw, topk_ids, problem))
+        candidates[anchor.name] = (reason, lambda xx, w, tw, ids, a=anchor: a.run(xx, w, tw, ids, problem))
     for impl, (reason, forward) in candidates.items():
-        if grad:
-            # Every gradient is returned (and so computed: XLA drops kernels whose results go unused).
-            fn = lambda xx, w, f=forward: with_gradient(f, cotangent)(xx, w, topk_weights)
-        else:
-            fn = lambda xx, w, f=forward: f(xx, w, topk_weights)
+        # With grad every gradient is returned (and so computed: XLA drops kernels whose results go unused).
+        fn = with_gradient(forward) if grad else forward
         if impls is not None and impl not in impls:
             continue
         anchor = ANCHORS.get(impl)
@@ -181,7 +183,7 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, 
             row["impls"][impl] = dict(status="skip", reason=reason)
             continue
         try:
-            out = jax.jit(fn)(x, prepared)
+            out = jax.jit(fn)(x, prepared, *routing)
             checked = (out[1][0], out[1][2]) if grad else out
             error = max(relative_error(o, r) for o, r in zip(jax.tree.leaves(checked), jax.tree.leaves(ref)))
             if not error <= TOLERANCE[case.dtype]:
@@ -191,8 +193,8 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, 
             # R = 10, as the anchors were measured: one compilation of the chain (Mosaic GPU
             # kernels compile per call site, so a longer chain costs minutes).
             calls = 4 if grad else 10
-            timing = harness.time_chained(fn, (x, prepared), calls=calls, max_calls=calls)
-            kernel_us = harness.kernel_time(fn, (x, prepared))
+            timing = harness.time_chained(fn, (x, prepared, *routing), calls=calls, max_calls=calls)
+            kernel_us = harness.kernel_time(fn, (x, prepared, *routing))
         except Exception as e:  # an anchor that cannot compile this shape: record why
             row["impls"][impl] = dict(status="error", reason=f"{type(e).__name__}: {str(e)[:200]}")
             log(f"error {s.name} T={T} {impl}: {type(e).__name__}: {str(e)[:200]}")

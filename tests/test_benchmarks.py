@@ -60,3 +60,28 @@ def test_moe_row_times_forward_and_backward():
     for impl in ("jax_moe_xla", "dense"):
         result = row["impls"][impl]
         assert result["status"] == "ok" and result["rel_err"] <= TOLERANCE[jnp.dtype(jnp.float32)] and result["us"] > 0
+
+
+def test_moe_row_times_the_routing_too(monkeypatch):
+    """The timed function takes topk_ids, topk_weights (and the cotangent) as arguments: closed over
+    as constants, XLA would fold the sort by expert and the backward's gather of dy into constants
+    at compile time and time only the rest."""
+    from benchmarks.run import MoECase, moe_row
+    from jax_moe.shapes import MoEShape
+
+    timed = []
+    real_time_chained = harness.time_chained
+
+    def spy(fn, args, **kwargs):
+        timed.append((fn, args))
+        return real_time_chained(fn, args, **kwargs)
+
+    monkeypatch.setattr(harness, "time_chained", spy)
+    shape = MoEShape("tiny", 16, 24, 5, 2)
+    ceilings = harness.Ceilings(matmul_tflops=1.0, copy_gbs=10.0, matmul_f32_tflops=1.0)
+    row = moe_row(MoECase(shape, 12, jnp.dtype(jnp.float32)), ceilings, max_estimated_ms=1e3,
+                  impls={"xla_ragged"}, grad=True)
+    assert row["impls"]["xla_ragged"]["status"] == "ok"
+    (fn, args), = timed
+    assert len(args) == 5  # x, weights, topk_weights, topk_ids, cotangent
+    assert " sort(" in jax.jit(fn).lower(*args).compile().as_text()  # the argsort by expert is timed
