@@ -113,6 +113,28 @@ def test_no_races_between_tiles():
     assert not interpret_pallas_call.get_races().races_found
 
 
+def test_no_races_in_the_backward_kernels():
+    """The backward's kernels with their default tilings (down_backward: 2 CTAs per SM, so 4 CTAs
+    here) under the race detector, each checked after it runs."""
+    args, kwargs = make_case(3, 20, 64, 128, 3, 2, dtype=jnp.bfloat16, biases=True)
+    problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
+    up_cfg, _ = mosaic_gpu.choose_configs(problem)
+    cfgs = mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m)
+    x, _, _, _, w, ids = args
+    layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
+    params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
+    races = lambda: interpret_pallas_call.get_races().races_found
+    xs = x[layout.row_token]
+    _, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, params, keep_preactivations=True)
+    dpre, _, _ = mosaic_gpu_grad.down_backward(layout, jnp.cos(xs), preactivations, weights, problem, cfgs.down, params)
+    assert not races()
+    mosaic_gpu_grad.up_backward(layout, dpre, weights, problem, cfgs.up, params)
+    assert not races()
+    pair = mosaic_gpu_grad.ContractionConfig(64, 64, 64, cfgs.contraction_pair.stages, cfgs.contraction_pair.ctas_per_sm)
+    mosaic_gpu_grad.expert_contraction(layout, xs, list(dpre), pair, jnp.bfloat16, params)
+    assert not races()
+
+
 @pytest.mark.parametrize("block_k, stages, ctas", [(16, 2, 1), (16, 4, 2), (32, 3, 1)])
 def test_expert_contraction_masks_other_experts_rows(block_k, stages, ctas):
     """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over
