@@ -1,7 +1,8 @@
 """Routing permutation: the (token, slot) rows of a routed batch sorted by expert, and tiled.
 
-XLA implementation (argsort); deterministic, stable within an expert. Rows whose expert id is out
-of range sort to the end and belong to no group.
+XLA implementation; deterministic, stable within an expert. Rows whose expert id is out of range
+sort to the end and belong to no group. Small batches (decode) rank rows by comparing all pairs
+(a few fused XLA ops), larger ones use argsort: the same result either way.
 """
 
 from __future__ import annotations
@@ -16,22 +17,48 @@ class SortedRows(NamedTuple):
     """The T*k routed rows ordered by expert.
 
     order:        int32 [T*k]  flat (token * k + slot) index of each sorted row
+    rank:         int32 [T*k]  sorted position of each flat row (the inverse of order)
     expert:       int32 [T*k]  expert of each sorted row (E for out-of-range ids)
     group_sizes:  int32 [E]    rows per expert; sum <= T*k (out-of-range rows are not counted)
     """
 
     order: jax.Array
+    rank: jax.Array
     expert: jax.Array
     group_sizes: jax.Array
 
 
-def sort_by_expert(topk_ids: jax.Array, num_experts: int) -> SortedRows:
-    """Sorts the flattened [T, k] routing table by expert id (stable)."""
+# Up to this many routed rows, "auto" ranks rows by comparing all pairs (N^2 compares in fused
+# elementwise + reduce ops) instead of launching XLA's sort and two scatters: decode batches.
+COMPARE_RANK_ROWS = 256
+
+
+def sort_by_expert(topk_ids: jax.Array, num_experts: int, method: str = "auto") -> SortedRows:
+    """Sorts the flattened [T, k] routing table by expert id (stable).
+
+    method: "argsort", "compare" (all-pairs ranks: no sort or scatter ops), or "auto" ("compare"
+    up to COMPARE_RANK_ROWS rows). Every method gives the same result.
+    """
     flat = topk_ids.reshape(-1).astype(jnp.int32)
+    n = flat.shape[0]
     expert = jnp.where((flat >= 0) & (flat < num_experts), flat, num_experts)
-    order = jnp.argsort(expert, stable=True).astype(jnp.int32)
-    group_sizes = jnp.bincount(expert, length=num_experts + 1)[:num_experts].astype(jnp.int32)
-    return SortedRows(order=order, expert=expert[order], group_sizes=group_sizes)
+    if method == "auto":
+        method = "compare" if n <= COMPARE_RANK_ROWS else "argsort"
+    index = jnp.arange(n, dtype=jnp.int32)
+    if method == "compare":
+        mine, other = expert[:, None], expert[None, :]
+        before = (other < mine) | ((other == mine) & (index[None, :] < index[:, None]))
+        rank = jnp.sum(before, axis=1, dtype=jnp.int32)
+        order = jnp.sum(jnp.where(rank[None, :] == index[:, None], index[None, :], 0), axis=1, dtype=jnp.int32)
+        group_sizes = jnp.sum(expert[None, :] == jnp.arange(num_experts, dtype=jnp.int32)[:, None], axis=1,
+                              dtype=jnp.int32)
+    elif method == "argsort":
+        order = jnp.argsort(expert, stable=True).astype(jnp.int32)
+        rank = jnp.zeros((n,), jnp.int32).at[order].set(index, unique_indices=True)
+        group_sizes = jnp.bincount(expert, length=num_experts + 1)[:num_experts].astype(jnp.int32)
+    else:
+        raise ValueError(f"unknown method {method!r}: 'auto', 'argsort' or 'compare'")
+    return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=group_sizes)
 
 
 class TileLayout(NamedTuple):
@@ -99,8 +126,8 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(jnp.where(in_range, order // k, 0))
     row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(
         jnp.where(in_range, topk_weights.reshape(-1).astype(jnp.float32)[order], 0.0))
-    position = jnp.where(in_range, jnp.arange(n, dtype=jnp.int32), rows)
-    slot_row = jnp.zeros((n,), jnp.int32).at[order].set(position).reshape(T, k)
+    flat_ids = topk_ids.reshape(-1)
+    slot_row = jnp.where((flat_ids >= 0) & (flat_ids < num_experts), sorted_rows.rank, rows).reshape(T, k)
 
     counts = sorted_rows.group_sizes
     start = jnp.cumsum(counts) - counts  # [E] first sorted row of each expert

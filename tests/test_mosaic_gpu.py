@@ -16,7 +16,7 @@ from jax_moe import reference
 from jax_moe.backends import mosaic_gpu, mosaic_gpu_grad
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.moe import describe
-from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, tile_count
+from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, sort_by_expert, tile_count
 from jax_moe.shapes import SHAPES
 from jax_moe.testing import TOLERANCE, relative_error
 from tests.test_moe import make_case, moe_gradients, reference_gradients, upcast
@@ -189,6 +189,21 @@ def test_align_to_tiles(T, k, E, block_m):
     for e in range(E):  # each expert's compact row range
         assert (owner[layout.expert_start[e]:layout.expert_start[e] + layout.expert_size[e]] == e).all()
     assert layout.expert_size.sum() == len(placed)
+
+
+@pytest.mark.parametrize("T, k, E", [(0, 2, 4), (1, 8, 128), (37, 3, 5), (64, 4, 3)])
+def test_sort_by_expert_methods_agree(T, k, E):
+    """The all-pairs ranks (decode batches) and argsort give the same stable order, ranks and counts,
+    out-of-range ids (sorted last, uncounted) and many ties included."""
+    ids = jnp.asarray(np.random.default_rng(T).integers(-1, E + 1, size=(T, k)), jnp.int32)
+    by_argsort, by_compare = sort_by_expert(ids, E, "argsort"), sort_by_expert(ids, E, "compare")
+    for a, b in zip(by_argsort, by_compare):
+        np.testing.assert_array_equal(a, b)
+    flat = np.asarray(ids).reshape(-1)
+    expected = sorted(range(T * k), key=lambda i: (flat[i] if 0 <= flat[i] < E else E, i))
+    np.testing.assert_array_equal(by_compare.order, expected)
+    np.testing.assert_array_equal(np.asarray(by_compare.rank)[expected], np.arange(T * k))
+    np.testing.assert_array_equal(by_compare.group_sizes, np.bincount(flat[(flat >= 0) & (flat < E)], minlength=E))
 
 
 def abstract_problem(shape, T, recompute=False):
