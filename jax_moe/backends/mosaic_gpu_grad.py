@@ -84,7 +84,8 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     """Tilings for the backward kernels; block_m is the forward's (the TileLayout's).
 
     Contractions from benchmarks/tune_contraction.py on an H100 at Qwen3-30B-A3B T=4096 (an
-    expert has ~256 rows: 4 row blocks per output tile, so the pipeline fill is the cost):
+    expert has ~256 rows: 4 row blocks per output tile, whose epilogue and two masked boundary
+    blocks cost about as much as its MMAs; benchmarks/NOTES.md, session 4):
     two accumulators 64x128, 2 stages, 2 CTAs per SM: 715 us (64x128, 4 stages, 1 CTA: 843);
     one accumulator 128x128, 4 stages: 385 us (64x128: 549).
     down_backward: 64-column blocks with 2 CTAs per SM (one CTA's epilogue, which reads g, u and
