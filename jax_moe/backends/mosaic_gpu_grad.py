@@ -69,7 +69,7 @@ class ContractionConfig:
     block_n: int
     block_k: int
     stages: int
-    ctas_per_sm: int = 1  # >1: one CTA's pipeline fill overlaps another's MMAs (an expert has few row blocks)
+    ctas_per_sm: int = 1  # >1: one CTA's epilogue, masking and pipeline fill overlap another's MMAs
 
 
 @dataclasses.dataclass(frozen=True)
