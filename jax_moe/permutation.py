@@ -121,15 +121,14 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     num_tiles = tile_count(T, k, num_experts, block_m)
     rows = row_count(T, k, block_m)
     sorted_rows = sort_by_expert(topk_ids, num_experts)
-    order = sorted_rows.order
-    in_range = sorted_rows.expert < num_experts  # out-of-range rows sort last
+    order, rank, counts = sorted_rows.order, sorted_rows.rank, sorted_rows.group_sizes
+    routed = jnp.sum(counts)  # in-range rows; out-of-range ones sort after them
+    in_range = jnp.arange(n) < routed
     row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(jnp.where(in_range, order // k, 0))
     row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(
         jnp.where(in_range, topk_weights.reshape(-1).astype(jnp.float32)[order], 0.0))
-    flat_ids = topk_ids.reshape(-1)
-    slot_row = jnp.where((flat_ids >= 0) & (flat_ids < num_experts), sorted_rows.rank, rows).reshape(T, k)
+    slot_row = jnp.where(rank < routed, rank, rows).reshape(T, k)
 
-    counts = sorted_rows.group_sizes
     start = jnp.cumsum(counts) - counts  # [E] first sorted row of each expert
     aligned = start // ALIGN_ROWS * ALIGN_ROWS
     expert_tiles = jnp.where(counts > 0, (start + counts - aligned + block_m - 1) // block_m, 0)
