@@ -7,8 +7,10 @@ from test_moe import make_case
 
 from benchmarks import harness
 from benchmarks.anchors import ANCHORS
+from benchmarks.run import MoECase, moe_row
 from jax_moe import reference
 from jax_moe.moe import describe
+from jax_moe.shapes import MoEShape
 from jax_moe.testing import TOLERANCE, relative_error
 
 
@@ -46,17 +48,20 @@ def test_runnable_anchors_match_reference(moe_type, biases):
     assert {"dense", "xla_ragged"} <= set(ran)
 
 
+TINY = MoEShape("tiny", 16, 24, 5, 2)
+
+
+def tiny_grad_row(impls) -> dict:
+    """A --grad benchmark row of a tiny f32 shape (T=12) for the named implementations."""
+    ceilings = harness.Ceilings(matmul_tflops=1.0, copy_gbs=10.0, matmul_f32_tflops=1.0)
+    return moe_row(MoECase(TINY, 12, jnp.dtype(jnp.float32)), ceilings, max_estimated_ms=1e3, impls=impls, grad=True)
+
+
 def test_moe_row_times_forward_and_backward():
     """A --grad row checks d x and d topk_weights against the reference's, then times every
     implementation that runs here (the chain keeps all gradients alive)."""
-    from benchmarks.run import MoECase, moe_row
-    from jax_moe.shapes import MoEShape
-
-    shape = MoEShape("tiny", 16, 24, 5, 2)
-    ceilings = harness.Ceilings(matmul_tflops=1.0, copy_gbs=10.0, matmul_f32_tflops=1.0)
-    row = moe_row(MoECase(shape, 12, jnp.dtype(jnp.float32)), ceilings, max_estimated_ms=1e3,
-                  impls={"jax_moe_xla", "dense"}, grad=True)
-    assert row["suite"] == "moe-grad" and row["flops"] == 3 * shape.flops(12)
+    row = tiny_grad_row({"jax_moe_xla", "dense"})
+    assert row["suite"] == "moe-grad" and row["flops"] == 3 * TINY.flops(12)
     for impl in ("jax_moe_xla", "dense"):
         result = row["impls"][impl]
         assert result["status"] == "ok" and result["rel_err"] <= TOLERANCE[jnp.dtype(jnp.float32)] and result["us"] > 0
@@ -66,9 +71,6 @@ def test_moe_row_times_the_routing_too(monkeypatch):
     """The timed function takes topk_ids, topk_weights (and the cotangent) as arguments: closed over
     as constants, XLA would fold the sort by expert and the backward's gather of dy into constants
     at compile time and time only the rest."""
-    from benchmarks.run import MoECase, moe_row
-    from jax_moe.shapes import MoEShape
-
     timed = []
     real_time_chained = harness.time_chained
 
@@ -77,10 +79,7 @@ def test_moe_row_times_the_routing_too(monkeypatch):
         return real_time_chained(fn, args, **kwargs)
 
     monkeypatch.setattr(harness, "time_chained", spy)
-    shape = MoEShape("tiny", 16, 24, 5, 2)
-    ceilings = harness.Ceilings(matmul_tflops=1.0, copy_gbs=10.0, matmul_f32_tflops=1.0)
-    row = moe_row(MoECase(shape, 12, jnp.dtype(jnp.float32)), ceilings, max_estimated_ms=1e3,
-                  impls={"xla_ragged"}, grad=True)
+    row = tiny_grad_row({"xla_ragged"})
     assert row["impls"]["xla_ragged"]["status"] == "ok"
     (fn, args), = timed
     assert len(args) == 5  # x, weights, topk_weights, topk_ids, cotangent
