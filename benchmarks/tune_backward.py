@@ -21,11 +21,12 @@ from jax_moe.backends.mosaic_gpu import GemmConfig
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.permutation import align_to_tiles, row_count
 
-# (block_m, block_n, block_k, stages, ctas_per_sm) candidates per kernel; the first is the reference.
+# (block_m, block_n, block_k, stages, consumers) candidates per kernel; the first is the reference.
+# stages is a maximum: the ring takes as many as fit the SMEM.
 CANDIDATES = {
-    "down_backward": [(64, 128, 64, 4, 1), (64, 64, 64, 4, 2), (64, 64, 64, 6, 1), (64, 128, 64, 2, 2)],
-    "up_backward": [(64, 256, 64, 4, 1), (64, 128, 64, 4, 2), (64, 128, 64, 3, 2), (64, 256, 64, 2, 2)],
-    "expert_up_keep": [(64, 128, 64, 4, 1), (64, 64, 64, 3, 2), (64, 128, 64, 3, 1)],
+    "down_backward": [(64, 128, 64, 5, 2), (64, 128, 64, 4, 2), (64, 64, 64, 4, 1)],
+    "up_backward": [(64, 256, 64, 5, 2), (64, 128, 64, 4, 2), (64, 512, 32, 4, 2)],
+    "expert_up_keep": [(64, 128, 64, 5, 2), (64, 128, 64, 3, 2), (64, 128, 64, 4, 1)],
 }
 
 
@@ -55,7 +56,7 @@ def main(argv=None):
     for name, fn in kernels.items():
         reference = None
         for c in CANDIDATES[name]:
-            cfg = GemmConfig(*c[:4], ctas_per_sm=c[4])
+            cfg = GemmConfig(*c[:4], consumers=c[4])
             try:
                 outs, times = profiler.measure(jax.jit(lambda cfg=cfg: fn(cfg)), iterations=5)()
             except Exception as e:  # noqa: BLE001 (a tiling that does not fit: record why)

@@ -30,16 +30,17 @@ from jax_moe.testing import relative_error
 
 
 def candidates(problem, grid):
-    """(up, down) tilings from the grid that fit a warpgroup's registers (block_m x block_n <= 64 x 256);
-    those that overflow SMEM fail at compile time and are reported as errors."""
+    """(up, down) tilings from the grid whose consumers' accumulators fit a warpgroup's registers
+    (block_m x block_n / consumers <= 64 x 256); those that overflow SMEM fail at compile time and are
+    reported as errors."""
     gated = problem.moe_type == "qwen3"
-    for bm, up_n, down_n, bk, stages, ctas in itertools.product(
-            grid["block_m"], grid["up_n"], grid["down_n"], grid["block_k"], grid["stages"], grid["ctas_per_sm"]):
-        if bm * up_n * (2 if gated else 1) > 64 * 256 or bm * down_n > 64 * 256:
+    for bm, up_n, down_n, bk, stages, consumers in itertools.product(
+            grid["block_m"], grid["up_n"], grid["down_n"], grid["block_k"], grid["stages"], grid["consumers"]):
+        if bm * up_n * (2 if gated else 1) > 64 * 256 * consumers or bm * down_n > 64 * 256 * consumers:
             continue
-        if problem.intermediate % up_n or problem.hidden % down_n:
+        if problem.intermediate % up_n or problem.hidden % down_n or min(up_n, down_n) // consumers < 64:
             continue
-        yield (GemmConfig(bm, up_n, bk, stages, ctas_per_sm=ctas), GemmConfig(bm, down_n, bk, stages, ctas_per_sm=ctas))
+        yield (GemmConfig(bm, up_n, bk, stages, consumers=consumers), GemmConfig(bm, down_n, bk, stages, consumers=consumers))
 
 
 def per_kernel_us(fn, args, iterations=5) -> dict[str, float]:
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
     parser.add_argument("--tokens", default="1,64,4096")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--limit", type=int, default=40, help="at most this many candidates per row")
-    grid = dict(block_m="64,128", up_n="64,128", down_n="64,128,256", block_k="64", stages="4,5", ctas_per_sm="1,2")
+    grid = dict(block_m="64", up_n="64,128,256", down_n="128,256", block_k="64", stages="4,5", consumers="1,2")
     for name, default in grid.items():
         parser.add_argument(f"--{name.replace('_', '-')}", default=default, help=f"comma list (default {default})")
     parser.add_argument("--out", default="benchmarks/results")

@@ -100,11 +100,14 @@ def test_gradients_with_out_of_range_ids_and_no_tokens():
     assert all(not np.asarray(g).any() for g in empty[:4]) and empty[0].shape == (0, 64)
 
 
-def test_no_races_between_tiles():
-    """Two CTAs share the tile grid: the race detector checks the SMEM/TMA synchronisation."""
-    args, kwargs = make_case(3, 20, 64, 64, 3, 2, dtype=jnp.bfloat16, biases=True)
+@pytest.mark.parametrize("T", [20, 40])  # T*k = 40: decode tilings (expert_up: one consumer); 80: two
+def test_no_races_between_tiles(T):
+    """Two CTAs share the tile grid, and in each a producer warpgroup feeds one or two consumers
+    through the SMEM ring: the race detector checks the barriers and TMA synchronisation."""
+    args, kwargs = make_case(3, T, 128, 128, 3, 2, dtype=jnp.bfloat16, biases=True)
     problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
     up_cfg, down_cfg = mosaic_gpu.choose_configs(problem)
+    assert (up_cfg.consumers, down_cfg.consumers) == ((1, 2) if T * 2 <= 64 else (2, 2))
     x, _, _, _, w, ids = args
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
@@ -114,8 +117,8 @@ def test_no_races_between_tiles():
 
 
 def test_no_races_in_the_backward_kernels():
-    """The backward's kernels with their default tilings (down_backward: 2 CTAs per SM, so 4 CTAs
-    here) under the race detector, each checked after it runs."""
+    """The backward's kernels with their default tilings (down_backward: two consumers; up_backward:
+    one consumer, two phases through the ring) under the race detector, each checked after it runs."""
     args, kwargs = make_case(3, 20, 64, 128, 3, 2, dtype=jnp.bfloat16, biases=True)
     problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
     up_cfg, _ = mosaic_gpu.choose_configs(problem)
@@ -124,6 +127,7 @@ def test_no_races_in_the_backward_kernels():
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
     races = lambda: interpret_pallas_call.get_races().races_found
+    assert (cfgs.down.consumers, cfgs.up.consumers) == (2, 1)
     xs = x[layout.row_token]
     _, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, params, keep_preactivations=True)
     dpre, _, _ = mosaic_gpu_grad.down_backward(layout, jnp.cos(xs), preactivations, weights, problem, cfgs.down, params)

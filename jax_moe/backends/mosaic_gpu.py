@@ -12,12 +12,16 @@ Pipeline, for bf16 / f16 (x [T, H], k slots per token):
   5. combine: out[t] = sum_j y[slot_row[t, j]], slots summed in order j = 0..k-1 in fp32.
 Each tile stores only its expert's rows (neighbouring tiles may overlap, their rows do not).
 No atomics anywhere: results are bitwise reproducible. Both kernels are persistent (one CTA per
-SM walks the (tile, n-block) grid); tiles past the used ones exit at once.
+SM walks the (tile, n-block) grid; tiles past the used ones are skipped) and warp-specialised: a
+producer warpgroup streams TMA loads through an SMEM ring while two consumer warpgroups, each
+with half of the n-block, run the wgmma and the epilogue (see grouped_gemm).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -51,34 +55,52 @@ INTERPRET_SMS = 2  # CTAs of the persistent grid in interpret mode (any count is
 
 @dataclasses.dataclass(frozen=True)
 class GemmConfig:
-    """Tiling of one grouped GEMM: block_m rows x block_n columns per tile, block_k per step."""
+    """Tiling of one grouped GEMM: block_m rows x block_n columns per item, block_k per step;
+    consumers warpgroups split the block_n columns (block_m x block_n / consumers each)."""
 
     block_m: int
     block_n: int
     block_k: int
-    stages: int  # TMA pipeline depth
+    stages: int  # SMEM ring slots of the producer's TMA loads: at most this many, as many as fit
     tile_width: int = 8  # M-tiles walked side by side (same n-block) for L2 reuse of the weights
-    ctas_per_sm: int = 1  # >1: one CTA's epilogue and pipeline refill overlap another's main loop
+    consumers: int = 2  # compute warpgroups (1 or 2); one more warpgroup produces the loads
+
+
+# Accumulator columns of an item (block_n x accumulators): 5 ring stages of its 64 x 64 lhs and
+# 64 x 256 rhs blocks (200 KiB) plus one output's staging fit in the SM's 227 KiB of SMEM; 512
+# leave room for 3 stages (expert_up at Qwen3-30B-A3B T=4096 on an H100: 721 us against 447).
+ITEM_ACC_COLUMNS = 256
+PRODUCER_REGISTERS = 40  # the producer warpgroup only issues TMA loads
+
+
+def consumer_registers(consumers: int) -> int:
+    """Registers per thread of a consumer warpgroup: the SM's 64K less the producer's, shared
+    (setmaxnreg takes multiples of 8, at most 256)."""
+    return min(256, (512 - PRODUCER_REGISTERS) // consumers // 8 * 8)
+
+
+def gemm_config(block_m: int, n: int, block_n: int, stages: int = 5) -> GemmConfig:
+    """The largest n-block up to block_n that divides N, split over two consumers when each gets
+    at least OUT_CHUNK columns."""
+    block_n = largest_dividing(n, block_n)
+    return GemmConfig(block_m, block_n, 64, stages, consumers=2 if block_n >= 2 * OUT_CHUNK else 1)
 
 
 def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     """(expert_up, expert_down) tilings for a problem; both use the same block_m.
 
-    From the tiling sweeps on an H100 and an H200 (benchmarks/tune_mosaic.py, benchmarks/NOTES.md):
-    block_m 64 beats 128 at Qwen3-30B-A3B T=4096, 4 TMA stages beat 2 by 1.6-2x, 3-5 stages and
-    2 CTAs per SM are within 2 %.
-    A warpgroup holds block_m x block_n fp32 accumulators in registers, 64 x 256 at most, shared
-    by the gate and up accumulators when gated.
+    Measured at Qwen3-30B-A3B on an H100 (benchmarks/NOTES.md, session 5): block_m 64 beats 128
+    (tiles are per expert: less padding; expert_up 447 against 508 us at T=4096). Every ring
+    stage the SMEM holds pays (expert_up 582 / 479 / 437 us with 3 / 4 / 5 stages), so the rings
+    take all that fits, up to 5. Decode batches (T*k <= 64 rows) take narrow n-blocks, which
+    spread the weights over the SMs (deeper rings or one consumer for expert_down: within 2 %).
     """
     block_m = 64
-    gated = problem.moe_type == "qwen3"
-    up_n = 64 * 256 // block_m // (2 if gated else 1)
-    down_n = 64 * 256 // block_m
-    if problem.tokens * problem.top_k <= 64:  # decode: narrow n-blocks spread the weights over the SMs
+    accumulators = 2 if problem.moe_type == "qwen3" else 1
+    up_n, down_n = ITEM_ACC_COLUMNS // accumulators, ITEM_ACC_COLUMNS
+    if problem.tokens * problem.top_k <= 64:
         up_n, down_n = 64, 128
-    up_n = largest_dividing(problem.intermediate, up_n)
-    down_n = largest_dividing(problem.hidden, down_n)
-    return GemmConfig(block_m, up_n, 64, 4), GemmConfig(block_m, down_n, 64, 4)
+    return gemm_config(block_m, problem.intermediate, up_n), gemm_config(block_m, problem.hidden, down_n)
 
 
 def largest_dividing(size: int, block: int) -> int:
@@ -106,6 +128,12 @@ def interpret_params(interpret):
 
 
 OUT_CHUNK = 64  # output columns per SMEM staging chunk: one 128-byte swizzle row of half floats
+SMEM_BYTES = 227 * 1024  # an sm90 CTA's shared memory
+SMEM_RESERVE = 4096  # barriers, Mosaic GPU's own scratch and alignment (measured: up to 3.7 KiB)
+
+
+def _smem_bytes(ref) -> int:
+    return math.prod(ref.shape) * jnp.dtype(ref.dtype).itemsize
 
 
 def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
@@ -135,118 +163,187 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     the same accumulators. outs: one [rows, N] array per out_dtypes entry, written only in the
     tiles' valid rows. vectors: (kind, array) pairs fetched into SMEM for the epilogue: "row"
     f32 [rows] (one value per row, broadcast over the columns), "col" f32 [E, N] (one per column
-    of the tile's expert), "tile" [rows, N] (the tile's block itself). The epilogue returns one
-    fp32 [block_m, block_n] tile per output, and with row_sums also a [block_m] vector: those are
-    written to an extra f32 [num_tiles * n_blocks, block_m] output at row tile * n_blocks + n-block
-    (every row of the tile, valid or not).
+    of the tile's expert), "tile" [rows, N] (the tile's block itself). The epilogue sees one
+    consumer's block_m x (block_n / consumers) part of the tile and returns one fp32 tile of that
+    shape per output, and with row_sums also a [block_m] vector: those are written to an extra f32
+    [num_tiles * n_blocks * consumers, block_m] output at row (tile * n_blocks + n-block) *
+    consumers + consumer (every row of the tile, valid or not).
+
+    Warp-specialised: per CTA, a producer warpgroup streams the lhs and rhs k-blocks of the CTA's
+    items through a ring of cfg.stages SMEM slots (TMA, one "full" and one "empty" barrier per
+    slot), without stopping between items, while cfg.consumers warpgroups multiply (each its own
+    columns of the n-block) and run the epilogue: a consumer's epilogue overlaps the loads of the
+    next item and the other consumer's MMAs.
     """
-    bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
+    bm, bn, bk, consumers = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers
+    wn = bn // consumers  # columns per consumer
     dtype = phases[0][0].dtype
-    if bn % OUT_CHUNK or out_cols % bn or any(lhs.shape[1] % bk for lhs, _ in phases):
+    if bn % consumers or wn % OUT_CHUNK or out_cols % bn or any(lhs.shape[1] % bk for lhs, _ in phases):
         raise ValueError(f"{cfg} does not tile N={out_cols}, K={[lhs.shape[1] for lhs, _ in phases]} "
-                         f"(block_n a multiple of {OUT_CHUNK})")
+                         f"(block_n / consumers a multiple of {OUT_CHUNK})")
     rows = phases[0][0].shape[0]
     m_tiles, n_tiles = tiles.tile_expert.shape[0], out_cols // bn
     n_acc, n_vec, n_out = len(phases[0][1]), len(vectors), len(out_dtypes)
     kinds = [kind for kind, _ in vectors]
     rhs_block = (bn, bk) if transpose_rhs else (bk, bn)
+    steps_per_item = sum(lhs.shape[1] // bk for lhs, _ in phases)
     operands = [operand for lhs, rhs_tuple in phases for operand in (lhs, *rhs_tuple)]
 
     def body(expert_ref, start_ref, lo_ref, size_ref, *refs):
         operand_refs, refs = refs[:len(operands)], refs[len(operands):]
         vector_refs, refs = refs[:n_vec], refs[n_vec:]
         out_refs, refs = refs[:n_out + row_sums], refs[n_out + row_sums:]
-        out_smems, vector_smems, vector_barriers = refs[:3]
+        (lhs_ring, rhs_rings, full, empty), (out_smems, vector_smems, vector_barriers) = refs
+        wg = lax.axis_index("wg")
 
-        @plgpu.nd_loop((m_tiles * n_tiles,), collective_axes="sm")
-        def _tile(loop_info):
-            mi, ni = plgpu.planar_snake(loop_info.index[0], (m_tiles, n_tiles), 0, cfg.tile_width)
-            e = expert_ref[mi]
+        def walk(item):
+            """Runs item(mi, ni, e, first_step) over this CTA's non-empty (tile, n-block) items, the
+            same walk in every warpgroup; first_step counts the ring's k-steps before the item."""
+            @plgpu.nd_loop((m_tiles * n_tiles,), collective_axes="sm", init_carry=jnp.int32(0))
+            def total_steps(loop_info, carry):
+                mi, ni = plgpu.planar_snake(loop_info.index[0], (m_tiles, n_tiles), 0, cfg.tile_width)
+                e = expert_ref[mi]
+                pl.when(e >= 0)(lambda: item(mi, ni, e, carry))
+                return jnp.where(e >= 0, carry + steps_per_item, carry)
 
-            @pl.when(e >= 0)
-            def _():
-                start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
-                for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
-                    if kind == "row":
-                        src = ref.at[pl.ds(start, bm)]
-                    elif kind == "col":
-                        src = ref.at[e, pl.ds(ni * bn, bn)]
-                    else:  # "tile"
-                        src = ref.at[pl.ds(start, bm), pl.ds(ni * bn, bn)]
-                    plgpu.copy_gmem_to_smem(src, vector_smems[i], vector_barriers.at[i])
+            return total_steps
 
-                def accumulate(*acc_refs):
-                    def step(_, lhs_smem, *rhs_smems):
-                        for acc_ref, rhs_smem in zip(acc_refs, rhs_smems):
-                            plgpu.wgmma(acc_ref, lhs_smem, rhs_smem.transpose((1, 0)) if transpose_rhs else rhs_smem)
-                        plgpu.wgmma_wait(n_acc)
+        def phase_steps():  # (first step of the phase within the item, its k-steps, lhs ref, rhs refs)
+            first, position = 0, 0
+            for lhs, _ in phases:
+                yield first, lhs.shape[1] // bk, operand_refs[position], operand_refs[position + 1:position + 1 + n_acc]
+                first, position = first + lhs.shape[1] // bk, position + 1 + n_acc
 
-                    lhs_spec = plgpu.BlockSpec((pl.Element(bm), bk), lambda k: (start, k),
-                                               transforms=tiled_swizzled((bm, bk), dtype), delay_release=1)
-                    rhs_index = (lambda k: (ni, k)) if transpose_rhs else (lambda k: (k, ni))
-                    rhs_spec = plgpu.BlockSpec(rhs_block, rhs_index, transforms=tiled_swizzled(rhs_block, dtype),
-                                               delay_release=1)
-                    position = 0
-                    for lhs, _ in phases:
-                        lhs_ref = operand_refs[position]
-                        rhs_refs = operand_refs[position + 1:position + 1 + n_acc]
-                        position += 1 + n_acc
-                        plgpu.emit_pipeline(step, grid=(lhs.shape[1] // bk,), in_specs=[lhs_spec] + [rhs_spec] * n_acc,
-                                            max_concurrent_steps=cfg.stages)(lhs_ref, *(r.at[e] for r in rhs_refs))
-                    return tuple(a[...] for a in acc_refs)
+        def produce(mi, ni, e, first_step):
+            start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
+            for phase_first, k_steps, lhs_ref, rhs_refs in phase_steps():
+                @pl.loop(0, k_steps)
+                def _(k):
+                    step = first_step + phase_first + k
+                    slot = lax.rem(step, stages)
 
-                accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, bn), jnp.float32)] * n_acc)
-                vector_tiles = []
-                for i, kind in enumerate(kinds):
-                    plgpu.barrier_wait(vector_barriers.at[i])
-                    if kind == "tile":
-                        vector_tiles.append(plgpu.load(vector_smems[i], layout=plgpu.Layout.WGMMA).astype(jnp.float32))
-                        continue
-                    axis = 1 if kind == "row" else 0
-                    v = plgpu.load(vector_smems[i], layout=plgpu.Layout.WGMMA.reduce(axis))
-                    vector_tiles.append(lax.broadcast_in_dim(v, (bm, bn), [1 - axis]))
-                results = epilogue(accs, vector_tiles)
-                out_tiles, row_sum = (results[:-1], results[-1]) if row_sums else (results, None)
-                plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous tile's stores have read the SMEM
-                for out_smem, tile, out_dtype in zip(out_smems, out_tiles, out_dtypes):
-                    tile = tile.astype(out_dtype)
-                    for c in range(bn // OUT_CHUNK):
-                        out_smem[c] = tile[:, c * OUT_CHUNK:(c + 1) * OUT_CHUNK]
-                if row_sums:
-                    out_smems[n_out][...] = row_sum
-                plgpu.commit_smem()
-                for out_smem, out_ref in zip(out_smems[:n_out], out_refs[:n_out]):
-                    _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], ni * bn, bm)
-                if row_sums:
-                    plgpu.copy_smem_to_gmem(out_smems[n_out], out_refs[n_out].at[mi * n_tiles + ni])
-                    plgpu.commit_smem_to_gmem_group()
+                    @pl.when(step >= stages)
+                    def _():  # both consumers are done with the slot's previous blocks
+                        plgpu.barrier_wait(empty.at[slot])
 
-        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                    plgpu.copy_gmem_to_smem(lhs_ref.at[pl.ds(start, bm), pl.ds(k * bk, bk)], lhs_ring.at[slot],
+                                            full.at[slot])
+                    for rhs_ref, ring in zip(rhs_refs, rhs_rings):
+                        block = ((pl.ds(ni * bn, bn), pl.ds(k * bk, bk)) if transpose_rhs
+                                 else (pl.ds(k * bk, bk), pl.ds(ni * bn, bn)))
+                        plgpu.copy_gmem_to_smem(rhs_ref.at[e].at[block], ring.at[slot], full.at[slot])
+
+        def consume(mi, ni, e, first_step):
+            start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
+            col0 = ni * bn + wg * wn
+            my_vectors = [smem.at[wg] for smem in vector_smems]
+            for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
+                if kind == "row":
+                    src = ref.at[pl.ds(start, bm)]
+                elif kind == "col":
+                    src = ref.at[e, pl.ds(col0, wn)]
+                else:  # "tile"
+                    src = ref.at[pl.ds(start, bm), pl.ds(col0, wn)]
+                plgpu.copy_gmem_to_smem(src, my_vectors[i], vector_barriers.at[wg * max(n_vec, 1) + i])
+
+            def accumulate(*acc_refs):
+                for phase_first, k_steps, _, _ in phase_steps():
+                    @pl.loop(0, k_steps)
+                    def _(k):
+                        step = first_step + phase_first + k
+                        slot = lax.rem(step, stages)
+                        plgpu.barrier_wait(full.at[slot])
+                        for acc_ref, ring in zip(acc_refs, rhs_rings):
+                            rhs = (ring.at[slot, pl.ds(wg * wn, wn), :].transpose((1, 0)) if transpose_rhs
+                                   else ring.at[slot, :, pl.ds(wg * wn, wn)])
+                            plgpu.wgmma(acc_ref, lhs_ring.at[slot], rhs)
+                        plgpu.wgmma_wait(n_acc)  # this step's MMAs stay in flight; the previous step's are done
+
+                        @pl.when(phase_first + k > 0)
+                        def _():
+                            plgpu.barrier_arrive(empty.at[lax.rem(step - 1, stages)])
+
+                plgpu.wgmma_wait(0)
+                plgpu.barrier_arrive(empty.at[lax.rem(first_step + steps_per_item - 1, stages)])
+                return tuple(a[...] for a in acc_refs)
+
+            accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, wn), jnp.float32)] * n_acc)
+            vector_tiles = []
+            for i, kind in enumerate(kinds):
+                plgpu.barrier_wait(vector_barriers.at[wg * max(n_vec, 1) + i])
+                if kind == "tile":
+                    vector_tiles.append(plgpu.load(my_vectors[i], layout=plgpu.Layout.WGMMA).astype(jnp.float32))
+                    continue
+                axis = 1 if kind == "row" else 0
+                v = plgpu.load(my_vectors[i], layout=plgpu.Layout.WGMMA.reduce(axis))
+                vector_tiles.append(lax.broadcast_in_dim(v, (bm, wn), [1 - axis]))
+            results = epilogue(accs, vector_tiles)
+            out_tiles, row_sum = (results[:-1], results[-1]) if row_sums else (results, None)
+            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's stores have read the SMEM
+            my_staging = [smem.at[wg] for smem in out_smems]
+            for out_smem, tile, out_dtype in zip(my_staging, out_tiles, out_dtypes):
+                tile = tile.astype(out_dtype)
+                for c in range(wn // OUT_CHUNK):
+                    out_smem[c] = tile[:, c * OUT_CHUNK:(c + 1) * OUT_CHUNK]
+            if row_sums:
+                my_staging[n_out][...] = row_sum
+            plgpu.commit_smem()
+            for out_smem, out_ref in zip(my_staging[:n_out], out_refs[:n_out]):
+                _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], col0, bm)
+            if row_sums:
+                plgpu.copy_smem_to_gmem(my_staging[n_out], out_refs[n_out].at[(mi * n_tiles + ni) * consumers + wg])
+                plgpu.commit_smem_to_gmem_group()
+
+        @pl.when(wg == consumers)
+        def _producer():
+            plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
+            total_steps = walk(produce)
+
+            @pl.loop(jnp.maximum(total_steps - stages, 0), total_steps)
+            def _(step):  # observe the consumers' last releases: every barrier phase is awaited
+                plgpu.barrier_wait(empty.at[lax.rem(step, stages)])
+
+        @pl.when(wg < consumers)
+        def _consumers():
+            plgpu.set_max_registers(consumer_registers(consumers), action="increase")
+            walk(consume)
+            plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
     def out_staging(out_dtype):
         bits = jnp.dtype(out_dtype).itemsize * 8
         swizzle = plgpu.find_swizzle(OUT_CHUNK * bits)
         # Row-granular tiling, so that the ragged store can start at any row.
-        return plgpu.SMEM((bn // OUT_CHUNK, bm, OUT_CHUNK), out_dtype,
+        return plgpu.SMEM((consumers, wn // OUT_CHUNK, bm, OUT_CHUNK), out_dtype,
                           transforms=(plgpu.TilingTransform((1, swizzle * 8 // bits)), plgpu.SwizzleTransform(swizzle)))
 
     def vector_staging(kind, array):
         if kind == "tile":
-            return plgpu.SMEM((bm, bn), array.dtype, transforms=tiled_swizzled((bm, bn), array.dtype))
-        return plgpu.SMEM((bm if kind == "row" else bn,), jnp.float32)
+            return plgpu.SMEM((consumers, bm, wn), array.dtype, transforms=tiled_swizzled((bm, wn), array.dtype))
+        return plgpu.SMEM((consumers, bm if kind == "row" else wn), jnp.float32)
 
     out_types = [jax.ShapeDtypeStruct((rows, out_cols), d) for d in out_dtypes]
     staging = [out_staging(d) for d in out_dtypes]
     if row_sums:
-        out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles, bm), jnp.float32))
-        staging.append(plgpu.SMEM((bm,), jnp.float32))
+        out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles * consumers, bm), jnp.float32))
+        staging.append(plgpu.SMEM((consumers, bm), jnp.float32))
+    vector_smems = [vector_staging(kind, a) for kind, a in vectors]
+    epilogue_bytes = sum(_smem_bytes(ref) for ref in staging + vector_smems)
+    stage_bytes = (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize
+    stages = min(cfg.stages, (SMEM_BYTES - SMEM_RESERVE - epilogue_bytes) // stage_bytes)
+    if stages < 2:
+        raise ValueError(f"{cfg}: {epilogue_bytes} B of epilogue staging leave no room for a 2-stage ring")
+    ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=tiled_swizzled((bm, bk), dtype)),
+            [plgpu.SMEM((stages, *rhs_block), dtype, transforms=tiled_swizzled(rhs_block, dtype))] * n_acc,
+            plgpu.Barrier(num_arrivals=1 + n_acc, num_barriers=stages),
+            plgpu.Barrier(num_arrivals=consumers, num_barriers=stages))
     kernel = plgpu.kernel(
         body,
         out_type=out_types,
-        scratch_types=[staging, [vector_staging(kind, a) for kind, a in vectors],
-                       plgpu.Barrier(num_barriers=max(n_vec, 1))],
-        grid=(num_sms(interpret) * cfg.ctas_per_sm,),
+        scratch_types=[ring, (staging, vector_smems, plgpu.Barrier(num_barriers=consumers * max(n_vec, 1)))],
+        grid=(num_sms(interpret),),
         grid_names=("sm",),
+        num_threads=consumers + 1,
+        thread_name="wg",
         kernel_name=name,
         interpret=interpret_params(interpret),
     )

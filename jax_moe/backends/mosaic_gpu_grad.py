@@ -88,13 +88,13 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     blocks cost about as much as its MMAs; benchmarks/NOTES.md, session 4):
     two accumulators 64x128, 2 stages, 2 CTAs per SM: 715 us (64x128, 4 stages, 1 CTA: 843);
     one accumulator 128x128, 4 stages: 385 us (64x128: 549).
-    down_backward: 64-column blocks with 2 CTAs per SM (one CTA's epilogue, which reads g, u and
-    writes three tiles, overlaps the other's MMAs): 454 us against 480 for 128 columns, 1 CTA.
+    down_backward: 128-column items (two consumers of 64: its epilogue reads g, u and writes three
+    tiles), 388 us (256 columns do not fit the SMEM; one consumer of 64: 584); up_backward 256
+    columns (two consumers of 128), 469 us (128: 630; 512 with 32-row k-blocks: 548).
     """
-    largest = mosaic_gpu.largest_dividing
     return BackwardConfigs(
-        down=GemmConfig(block_m, largest(problem.intermediate, 64), 64, 4, ctas_per_sm=2),
-        up=GemmConfig(block_m, largest(problem.hidden, 256), 64, 4),
+        down=mosaic_gpu.gemm_config(block_m, problem.intermediate, 128),
+        up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256),
         contraction_pair=ContractionConfig(64, 128, 64, 2, ctas_per_sm=2),
         contraction=ContractionConfig(128, 128, 64, 4),
     )
