@@ -237,6 +237,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
             col0 = ni * bn + wg * wn
             my_vectors = [smem.at[wg] for smem in vector_smems]
+            my_barrier = lambda i: vector_barriers.at[wg * n_vec + i]  # this consumer's, for operand i
             for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
                 if kind == "row":
                     src = ref.at[pl.ds(start, bm)]
@@ -244,7 +245,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                     src = ref.at[e, pl.ds(col0, wn)]
                 else:  # "tile"
                     src = ref.at[pl.ds(start, bm), pl.ds(col0, wn)]
-                plgpu.copy_gmem_to_smem(src, my_vectors[i], vector_barriers.at[wg * max(n_vec, 1) + i])
+                plgpu.copy_gmem_to_smem(src, my_vectors[i], my_barrier(i))
 
             def accumulate(*acc_refs):
                 for phase_first, k_steps, _, _ in phase_steps():
@@ -270,7 +271,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, wn), jnp.float32)] * n_acc)
             vector_tiles = []
             for i, kind in enumerate(kinds):
-                plgpu.barrier_wait(vector_barriers.at[wg * max(n_vec, 1) + i])
+                plgpu.barrier_wait(my_barrier(i))
                 if kind == "tile":
                     vector_tiles.append(plgpu.load(my_vectors[i], layout=plgpu.Layout.WGMMA).astype(jnp.float32))
                     continue
