@@ -132,8 +132,14 @@ SMEM_BYTES = 227 * 1024  # an sm90 CTA's shared memory
 SMEM_RESERVE = 4096  # barriers, Mosaic GPU's own scratch and alignment (measured: up to 3.7 KiB)
 
 
-def _smem_bytes(ref) -> int:
-    return math.prod(ref.shape) * jnp.dtype(ref.dtype).itemsize
+def ring_stages(cfg, stage_bytes: int, other_smem) -> int:
+    """Stages of a producer's SMEM ring: as many as fit next to other_smem (plgpu.SMEM scratch),
+    at most cfg.stages."""
+    other = sum(math.prod(ref.shape) * jnp.dtype(ref.dtype).itemsize for ref in other_smem)
+    stages = min(cfg.stages, (SMEM_BYTES - SMEM_RESERVE - other) // stage_bytes)
+    if stages < 2:
+        raise ValueError(f"{cfg}: {other} B of epilogue staging leave no room for a 2-stage ring")
+    return stages
 
 
 def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
@@ -328,11 +334,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles * consumers, bm), jnp.float32))
         staging.append(plgpu.SMEM((consumers, bm), jnp.float32))
     vector_smems = [vector_staging(kind, a) for kind, a in vectors]
-    epilogue_bytes = sum(_smem_bytes(ref) for ref in staging + vector_smems)
-    stage_bytes = (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize
-    stages = min(cfg.stages, (SMEM_BYTES - SMEM_RESERVE - epilogue_bytes) // stage_bytes)
-    if stages < 2:
-        raise ValueError(f"{cfg}: {epilogue_bytes} B of epilogue staging leave no room for a 2-stage ring")
+    stages = ring_stages(cfg, (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize, staging + vector_smems)
     ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=tiled_swizzled((bm, bk), dtype)),
             [plgpu.SMEM((stages, *rhs_block), dtype, transforms=tiled_swizzled(rhs_block, dtype))] * n_acc,
             plgpu.Barrier(num_arrivals=1 + n_acc, num_barriers=stages),

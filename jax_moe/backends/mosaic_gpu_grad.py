@@ -68,8 +68,10 @@ class ContractionConfig:
     block_m: int
     block_n: int
     block_k: int
-    stages: int
-    ctas_per_sm: int = 1  # >1: one CTA's epilogue, masking and pipeline fill overlap another's MMAs
+    stages: int  # SMEM ring slots: at most this many, as many as fit
+    # Compute warpgroups taking alternate items whole ("ping-pong": one's masking and epilogue
+    # overlap the other's MMAs); one more warpgroup produces the loads.
+    consumers: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,11 +85,11 @@ class BackwardConfigs:
 def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfigs:
     """Tilings for the backward kernels; block_m is the forward's (the TileLayout's).
 
-    Contractions from benchmarks/tune_contraction.py on an H100 at Qwen3-30B-A3B T=4096 (an
-    expert has ~256 rows: 4 row blocks per output tile, whose epilogue and two masked boundary
-    blocks cost about as much as its MMAs; benchmarks/NOTES.md, session 4):
-    two accumulators 64x128, 2 stages, 2 CTAs per SM: 715 us (64x128, 4 stages, 1 CTA: 843);
-    one accumulator 128x128, 4 stages: 385 us (64x128: 549).
+    Contractions (benchmarks/tune_contraction.py, an H100 at Qwen3-30B-A3B T=4096: an expert has
+    ~256 rows, 4-5 row blocks per output tile, so each item's epilogue and two masked boundary
+    blocks cost about as much as its MMAs, and two consumers on alternate items overlap them):
+    two accumulators 128x64: 575 us (64x128: 774; 64x64: 741; the session-4 kernel, 64x128 with
+    two CTAs per SM: 720); one accumulator 128x128: 272 us (64x256: 367; 64x128: 341; 385 before).
     down_backward: 128-column items (two consumers of 64: its epilogue reads g, u and writes three
     tiles), 388 us (256 columns do not fit the SMEM; one consumer of 64: 584); up_backward 256
     columns (two consumers of 128), 469 us (128: 630; 512 with 32-row k-blocks: 548).
@@ -95,8 +97,8 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     return BackwardConfigs(
         down=mosaic_gpu.gemm_config(block_m, problem.intermediate, 128),
         up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256),
-        contraction_pair=ContractionConfig(64, 128, 64, 2, ctas_per_sm=2),
-        contraction=ContractionConfig(128, 128, 64, 4),
+        contraction_pair=ContractionConfig(128, 64, 64, 5),
+        contraction=ContractionConfig(128, 128, 64, 6),
     )
 
 
@@ -157,74 +159,144 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     included); experts without rows get zeros. The rows are read in blocks of block_k from the
     block that holds the expert's first row, so the arrays need block_k - 1 rows of slack past
     the routed rows (the TileLayout's row_count gives block_m).
+
+    Warp-specialised: a producer warpgroup streams the row blocks of all of a CTA's (expert,
+    m-block, n-block) items through one SMEM ring; cfg.consumers warpgroups take alternate items
+    whole, so one's masking (an expert's first and last row blocks) and epilogue overlap the
+    other's MMAs. Each consumer has its own set of per-slot full barriers, so that it waits on
+    every phase of the barriers it waits on (the phase parity is tracked per thread).
     """
     rows, M = lhs.shape
     N = rhs_list[0].shape[1]
     E = tiles.expert_start.shape[0]
-    bm, bn, bk = cfg.block_m, cfg.block_n, cfg.block_k
+    bm, bn, bk, consumers = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers
     if M % bm or N % bn:
         raise ValueError(f"{cfg} does not tile M={M}, N={N}")
     m_tiles, n_tiles, n_acc = M // bm, N // bn, len(rhs_list)
+    dtype = lhs.dtype
     first_block = tiles.expert_start // bk
     num_blocks = jnp.where(tiles.expert_size > 0,
                            (tiles.expert_start + tiles.expert_size + bk - 1) // bk - first_block, 0)
 
     def body(start_ref, size_ref, first_ref, blocks_ref, lhs_ref, *refs):
-        rhs_refs, out_refs, out_smems = refs[:n_acc], refs[n_acc:2 * n_acc], refs[2 * n_acc]
+        rhs_refs, out_refs = refs[:n_acc], refs[n_acc:2 * n_acc]
+        (lhs_ring, rhs_rings, full, empty), out_smems = refs[2 * n_acc:]
+        wg = lax.axis_index("wg")
 
-        @plgpu.nd_loop((E * m_tiles * n_tiles,), collective_axes="sm")
-        def _item(loop_info):
-            index = loop_info.index[0]
-            e = index // (m_tiles * n_tiles)
-            mi, ni = plgpu.planar_snake(index % (m_tiles * n_tiles), (m_tiles, n_tiles), 1, 8)
-            start, end, nb = start_ref[e], start_ref[e] + size_ref[e], blocks_ref[e]
+        def walk(item):
+            """item(e, mi, ni, row blocks, first ring step, CTA-local item number) over this CTA's
+            items, in every warpgroup; returns the ring steps of all of them."""
+            @plgpu.nd_loop((E * m_tiles * n_tiles,), collective_axes="sm",
+                           init_carry=(jnp.int32(0), jnp.int32(0)))
+            def carry(loop_info, carry):
+                steps, local = carry
+                index = loop_info.index[0]
+                e = index // (m_tiles * n_tiles)
+                mi, ni = plgpu.planar_snake(index % (m_tiles * n_tiles), (m_tiles, n_tiles), 1, 8)
+                nb = blocks_ref[e]
+                item(e, mi, ni, nb, steps, local)
+                return steps + nb, local + 1
+
+            return carry[0]
+
+        def produce(e, mi, ni, nb, first_step, local):
+            first_row = first_ref[e] * bk
+            owner = lax.rem(local, consumers)  # the consumer whose full barriers signal the loads
+
+            @pl.loop(0, nb)
+            def _(k):
+                step = first_step + k
+                slot = lax.rem(step, stages)
+                loaded = full.at[owner * stages + slot]
+
+                @pl.when(step >= stages)
+                def _():
+                    plgpu.barrier_wait(empty.at[slot])
+
+                row = pl.ds(first_row + k * bk, bk)
+                plgpu.copy_gmem_to_smem(lhs_ref.at[row, pl.ds(mi * bm, bm)], lhs_ring.at[slot], loaded)
+                for rhs_ref, ring in zip(rhs_refs, rhs_rings):
+                    plgpu.copy_gmem_to_smem(rhs_ref.at[row, pl.ds(ni * bn, bn)], ring.at[slot], loaded)
+
+        def consume(e, mi, ni, nb, first_step, local):
+            pl.when(lax.rem(local, consumers) == wg)(lambda: consume_item(e, mi, ni, nb, first_step))
+
+        def consume_item(e, mi, ni, nb, first_step):
+            start, end = start_ref[e], start_ref[e] + size_ref[e]
             first_row = first_ref[e] * bk
 
+            def mask(smem, k):  # zero the rows of other experts (or of nobody)
+                row = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, smem.shape, 0),
+                                        plgpu.Layout.WGMMA) + (first_row + k * bk)
+                smem[...] = jnp.where((row >= start) & (row < end), smem[...], 0).astype(smem.dtype)
+
             def accumulate(*acc_refs):
-                def step(idx, lhs_smem, *rhs_smems):
-                    k = idx[0]
+                @pl.loop(0, nb)
+                def _(k):
+                    step = first_step + k
+                    slot = lax.rem(step, stages)
+                    plgpu.barrier_wait(full.at[wg * stages + slot])
 
                     @pl.when((k == 0) | (k == nb - 1))
-                    def _():  # boundary blocks: zero the rows of other experts (or of nobody)
-                        for smem, cols in ((lhs_smem, bm), *((r, bn) for r in rhs_smems)):
-                            row = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (bk, cols), 0),
-                                                    plgpu.Layout.WGMMA) + (first_row + k * bk)
-                            smem[...] = jnp.where((row >= start) & (row < end), smem[...], 0).astype(smem.dtype)
+                    def _():
+                        for smem in (lhs_ring.at[slot], *(ring.at[slot] for ring in rhs_rings)):
+                            mask(smem, k)
                         plgpu.commit_smem()
 
-                    for acc_ref, rhs_smem in zip(acc_refs, rhs_smems):
-                        plgpu.wgmma(acc_ref, lhs_smem.transpose((1, 0)), rhs_smem)
+                    for acc_ref, ring in zip(acc_refs, rhs_rings):
+                        plgpu.wgmma(acc_ref, lhs_ring.at[slot].transpose((1, 0)), ring.at[slot])
                     plgpu.wgmma_wait(n_acc)
+
+                    @pl.when(k > 0)
+                    def _():
+                        plgpu.barrier_arrive(empty.at[lax.rem(step - 1, stages)])
 
                 @pl.when(nb > 0)
                 def _():
-                    lhs_spec = plgpu.BlockSpec((pl.Element(bk), bm), lambda k: (first_row + k * bk, mi),
-                                               transforms=tiled_swizzled((bk, bm), lhs.dtype), delay_release=1)
-                    rhs_spec = plgpu.BlockSpec((pl.Element(bk), bn), lambda k: (first_row + k * bk, ni),
-                                               transforms=tiled_swizzled((bk, bn), lhs.dtype), delay_release=1)
-                    plgpu.emit_pipeline(step, grid=(nb,), in_specs=[lhs_spec] + [rhs_spec] * n_acc,
-                                        max_concurrent_steps=cfg.stages)(lhs_ref, *rhs_refs)
+                    plgpu.wgmma_wait(0)
+                    plgpu.barrier_arrive(empty.at[lax.rem(first_step + nb - 1, stages)])
 
                 return tuple(a[...] for a in acc_refs)
 
             accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, bn), jnp.float32)] * n_acc)
             plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's stores have read the SMEM
             for acc, out_smem in zip(accs, out_smems):
-                out_smem[...] = acc.astype(out_dtype)
+                out_smem[wg] = acc.astype(out_dtype)
             plgpu.commit_smem()
             for out_smem, out_ref in zip(out_smems, out_refs):
-                plgpu.copy_smem_to_gmem(out_smem, out_ref.at[e, pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)],
+                plgpu.copy_smem_to_gmem(out_smem.at[wg], out_ref.at[e, pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)],
                                         commit_group=False)
             plgpu.commit_smem_to_gmem_group()
 
-        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+        @pl.when(wg == consumers)
+        def _producer():
+            plgpu.set_max_registers(mosaic_gpu.PRODUCER_REGISTERS, action="decrease")
+            total_steps = walk(produce)
 
+            @pl.loop(jnp.maximum(total_steps - stages, 0), total_steps)
+            def _(step):  # observe the consumers' last releases: every barrier phase is awaited
+                plgpu.barrier_wait(empty.at[lax.rem(step, stages)])
+
+        @pl.when(wg < consumers)
+        def _consumers():
+            plgpu.set_max_registers(mosaic_gpu.consumer_registers(consumers), action="increase")
+            walk(consume)
+            plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+    staging = [plgpu.SMEM((consumers, bm, bn), out_dtype, transforms=tiled_swizzled((bm, bn), out_dtype))] * n_acc
+    stages = mosaic_gpu.ring_stages(cfg, (bk * bm + n_acc * bk * bn) * jnp.dtype(dtype).itemsize, staging)
+    ring = (plgpu.SMEM((stages, bk, bm), dtype, transforms=tiled_swizzled((bk, bm), dtype)),
+            [plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype))] * n_acc,
+            plgpu.Barrier(num_arrivals=1 + n_acc, num_barriers=consumers * stages),  # full: per consumer
+            plgpu.Barrier(num_arrivals=1, num_barriers=stages))  # empty: the item's consumer releases
     kernel = plgpu.kernel(
         body,
         out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_acc,
-        scratch_types=[[plgpu.SMEM((bm, bn), out_dtype, transforms=tiled_swizzled((bm, bn), out_dtype))] * n_acc],
-        grid=(mosaic_gpu.num_sms(interpret) * cfg.ctas_per_sm,),
+        scratch_types=[ring, staging],
+        grid=(mosaic_gpu.num_sms(interpret),),
         grid_names=("sm",),
+        num_threads=consumers + 1,
+        thread_name="wg",
         kernel_name="jax_moe_expert_contraction",
         interpret=interpret_params(interpret),
     )
