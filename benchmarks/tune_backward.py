@@ -1,5 +1,5 @@
 """Tiling sweep of the backward's grouped GEMMs on a GPU (down_backward, up_backward, and the forward's
-expert_up keeping g, u), Qwen3-30B-A3B T=4096 bf16: CUPTI kernel time per candidate, each candidate's
+expert_up keeping g, u and expert_down), Qwen3-30B-A3B T=4096 bf16: CUPTI kernel time per candidate, each candidate's
 outputs (valid rows) compared with the first candidate's.
 
     python -m benchmarks.tune_backward --out DIR
@@ -21,12 +21,13 @@ from jax_moe.backends.mosaic_gpu import GemmConfig
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.permutation import align_to_tiles, row_count
 
-# (block_m, block_n, block_k, stages, consumers) candidates per kernel; the first is the reference.
-# stages is a maximum: the ring takes as many as fit the SMEM.
+# (block_m, block_n, block_k, stages, consumers, staging_chunks) candidates per kernel; the first is
+# the reference. stages is a maximum: the ring takes as many as fit the SMEM.
 CANDIDATES = {
-    "down_backward": [(64, 128, 64, 5, 2), (64, 128, 64, 4, 2), (64, 64, 64, 4, 1)],
-    "up_backward": [(64, 256, 64, 5, 2), (64, 128, 64, 4, 2), (64, 512, 32, 4, 2)],
-    "expert_up_keep": [(64, 128, 64, 5, 2), (64, 128, 64, 3, 2), (64, 128, 64, 4, 1)],
+    "down_backward": [(64, 128, 64, 5, 2, 0), (64, 128, 64, 4, 2, 0), (64, 64, 64, 4, 1, 0)],
+    "up_backward": [(64, 256, 64, 5, 2, 1), (64, 256, 64, 5, 2, 0), (64, 128, 64, 4, 2, 0)],
+    "expert_up_keep": [(64, 128, 64, 5, 2, 0), (64, 128, 64, 3, 2, 0), (64, 128, 64, 4, 1, 0)],
+    "expert_down": [(64, 256, 64, 5, 2, 1), (64, 256, 64, 5, 2, 0)],
 }
 
 
@@ -51,12 +52,13 @@ def main(argv=None):
         "down_backward": lambda cfg: grad.down_backward(layout, dys, (g, u), w, problem, cfg)[0],
         "up_backward": lambda cfg: (grad.up_backward(layout, (g, u), w, problem, cfg),),
         "expert_up_keep": lambda cfg: mosaic_gpu.expert_up(layout, xs, w, problem, cfg, keep_preactivations=True)[1],
+        "expert_down": lambda cfg: (mosaic_gpu.expert_down(layout, g, w, problem, cfg),),
     }
     results = []
     for name, fn in kernels.items():
         reference = None
         for c in CANDIDATES[name]:
-            cfg = GemmConfig(*c[:4], consumers=c[4])
+            cfg = GemmConfig(*c[:4], consumers=c[4], staging_chunks=c[5])
             try:
                 outs, times = profiler.measure(jax.jit(lambda cfg=cfg: fn(cfg)), iterations=5)()
             except Exception as e:  # noqa: BLE001 (a tiling that does not fit: record why)

@@ -5,6 +5,8 @@ reads, so a parity test also proves that every element the combine reads was wri
 small (interpret mode is slow); tests/test_gpu.py runs the same kernels compiled on an H100.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,6 +116,24 @@ def test_no_races_between_tiles(T):
     h = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, up_cfg, params)
     mosaic_gpu.expert_down(layout, h, weights, problem, down_cfg, params)
     assert not interpret_pallas_call.get_races().races_found
+
+
+def test_outputs_staged_in_rounds():
+    """expert_down stages each consumer's 128 output columns one 64-column chunk at a time (two
+    rounds through the SMEM staging): bitwise the output of staging them at once, no races."""
+    args, kwargs = make_case(3, 40, 256, 64, 3, 2, dtype=jnp.bfloat16)
+    problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
+    up_cfg, down_cfg = mosaic_gpu.choose_configs(problem)
+    assert (down_cfg.block_n, down_cfg.consumers, down_cfg.staging_chunks) == (256, 2, 1)
+    x, _, _, _, w, ids = args
+    layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
+    h = jnp.cos(jnp.arange(layout.row_token.shape[0] * 64, dtype=jnp.float32)).reshape(-1, 64).astype(jnp.bfloat16)
+    params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
+    at_once = mosaic_gpu.expert_down(layout, h, weights, problem, dataclasses.replace(down_cfg, staging_chunks=0), True)
+    rounds = mosaic_gpu.expert_down(layout, h, weights, problem, down_cfg, params)
+    assert not interpret_pallas_call.get_races().races_found
+    routed = 40 * 2
+    np.testing.assert_array_equal(np.asarray(rounds[:routed], np.float32), np.asarray(at_once[:routed], np.float32))
 
 
 def test_no_races_in_the_backward_kernels():

@@ -64,6 +64,9 @@ class GemmConfig:
     stages: int  # SMEM ring slots of the producer's TMA loads: at most this many, as many as fit
     tile_width: int = 8  # M-tiles walked side by side (same n-block) for L2 reuse of the weights
     consumers: int = 2  # compute warpgroups (1 or 2); one more warpgroup produces the loads
+    # OUT_CHUNK-column chunks of each output staged in SMEM at once (0: all of a consumer's
+    # columns); fewer leave room for more ring stages, at the cost of waiting on earlier stores.
+    staging_chunks: int = 0
 
 
 # Accumulator columns of an item (block_n x accumulators): 5 ring stages of its 64 x 64 lhs and
@@ -79,11 +82,12 @@ def consumer_registers(consumers: int) -> int:
     return min(256, (512 - PRODUCER_REGISTERS) // consumers // 8 * 8)
 
 
-def gemm_config(block_m: int, n: int, block_n: int, stages: int = 5) -> GemmConfig:
+def gemm_config(block_m: int, n: int, block_n: int, stages: int = 5, staging_chunks: int = 0) -> GemmConfig:
     """The largest n-block up to block_n that divides N, split over two consumers when each gets
     at least OUT_CHUNK columns."""
     block_n = largest_dividing(n, block_n)
-    return GemmConfig(block_m, block_n, 64, stages, consumers=2 if block_n >= 2 * OUT_CHUNK else 1)
+    return GemmConfig(block_m, block_n, 64, stages, consumers=2 if block_n >= 2 * OUT_CHUNK else 1,
+                      staging_chunks=staging_chunks)
 
 
 def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
@@ -94,13 +98,16 @@ def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     stage the SMEM holds pays (expert_up 582 / 479 / 437 us with 3 / 4 / 5 stages), so the rings
     take all that fits, up to 5. Decode batches (T*k <= 64 rows) take narrow n-blocks, which
     spread the weights over the SMs (deeper rings or one consumer for expert_down: within 2 %).
+    expert_down stages its outputs one 64-column chunk at a time, which leaves room for a 5th
+    ring stage (248 -> 238 us at T=4096, session 6).
     """
     block_m = 64
     accumulators = 2 if problem.moe_type == "qwen3" else 1
     up_n, down_n = ITEM_ACC_COLUMNS // accumulators, ITEM_ACC_COLUMNS
     if problem.tokens * problem.top_k <= 64:
         up_n, down_n = 64, 128
-    return gemm_config(block_m, problem.intermediate, up_n), gemm_config(block_m, problem.hidden, down_n)
+    return (gemm_config(block_m, problem.intermediate, up_n),
+            gemm_config(block_m, problem.hidden, down_n, staging_chunks=1))
 
 
 def largest_dividing(size: int, block: int) -> int:
@@ -143,7 +150,7 @@ def ring_stages(cfg, stage_bytes: int, other_smem) -> int:
 
 
 def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
-    """Copies rows [lo, lo + size) of the staged tile (chunks [c, block_m, OUT_CHUNK]) to out_ref
+    """Copies rows [lo, lo + size) of the staged chunks (out_smem [c, block_m, OUT_CHUNK]) to out_ref
     rows start + lo ..., columns col0 ..., in power-of-two row pieces (TMA boxes are static)."""
     offset, piece = lo, block_m
     while piece:
@@ -183,8 +190,11 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     """
     bm, bn, bk, consumers = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers
     wn = bn // consumers  # columns per consumer
+    chunks = wn // OUT_CHUNK
+    staged = min(cfg.staging_chunks or chunks, chunks)
     dtype = phases[0][0].dtype
-    if bn % consumers or wn % OUT_CHUNK or out_cols % bn or any(lhs.shape[1] % bk for lhs, _ in phases):
+    if (bn % consumers or wn % OUT_CHUNK or chunks % staged or out_cols % bn
+            or any(lhs.shape[1] % bk for lhs, _ in phases)):
         raise ValueError(f"{cfg} does not tile N={out_cols}, K={[lhs.shape[1] for lhs, _ in phases]} "
                          f"(block_n / consumers a multiple of {OUT_CHUNK})")
     rows = phases[0][0].shape[0]
@@ -288,15 +298,18 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             out_tiles, row_sum = (results[:-1], results[-1]) if row_sums else (results, None)
             plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's stores have read the SMEM
             my_staging = [smem.at[wg] for smem in out_smems]
-            for out_smem, tile, out_dtype in zip(my_staging, out_tiles, out_dtypes):
-                tile = tile.astype(out_dtype)
-                for c in range(wn // OUT_CHUNK):
-                    out_smem[c] = tile[:, c * OUT_CHUNK:(c + 1) * OUT_CHUNK]
+            out_tiles = [tile.astype(d) for tile, d in zip(out_tiles, out_dtypes)]
             if row_sums:
                 my_staging[n_out][...] = row_sum
-            plgpu.commit_smem()
-            for out_smem, out_ref in zip(my_staging[:n_out], out_refs[:n_out]):
-                _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], col0, bm)
+            for first in range(0, chunks, staged):  # rounds of `staged` chunks through the staging
+                if first:  # the previous round's stores (one group per output) have read the SMEM
+                    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                for out_smem, tile in zip(my_staging, out_tiles):
+                    for c in range(staged):
+                        out_smem[c] = tile[:, (first + c) * OUT_CHUNK:(first + c + 1) * OUT_CHUNK]
+                plgpu.commit_smem()
+                for out_smem, out_ref in zip(my_staging[:n_out], out_refs[:n_out]):
+                    _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], col0 + first * OUT_CHUNK, bm)
             if row_sums:
                 plgpu.copy_smem_to_gmem(my_staging[n_out], out_refs[n_out].at[(mi * n_tiles + ni) * consumers + wg])
                 plgpu.commit_smem_to_gmem_group()
@@ -320,7 +333,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         bits = jnp.dtype(out_dtype).itemsize * 8
         swizzle = plgpu.find_swizzle(OUT_CHUNK * bits)
         # Row-granular tiling, so that the ragged store can start at any row.
-        return plgpu.SMEM((consumers, wn // OUT_CHUNK, bm, OUT_CHUNK), out_dtype,
+        return plgpu.SMEM((consumers, staged, bm, OUT_CHUNK), out_dtype,
                           transforms=(plgpu.TilingTransform((1, swizzle * 8 // bits)), plgpu.SwizzleTransform(swizzle)))
 
     def vector_staging(kind, array):
