@@ -1,6 +1,6 @@
-"""Tiling sweep of the backward's grouped GEMMs on a GPU (down_backward, up_backward, and the forward's
-expert_up keeping g, u and expert_down), Qwen3-30B-A3B T=4096 bf16: CUPTI kernel time per candidate, each candidate's
-outputs (valid rows) compared with the first candidate's.
+"""Tiling sweep of the grouped GEMMs on a GPU (down_backward, up_backward, and the forward's expert_up,
+with and without g, u, and expert_down), Qwen3-30B-A3B T=4096 bf16: CUPTI kernel time per candidate,
+each candidate's outputs (valid rows) compared with the first candidate's.
 
     python -m benchmarks.tune_backward --out DIR
 """
@@ -21,18 +21,20 @@ from jax_moe.backends.mosaic_gpu import GemmConfig
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.permutation import align_to_tiles, row_count
 
-# (block_m, block_n, block_k, stages, consumers, staging_chunks) candidates per kernel; the first is
-# the reference. stages is a maximum: the ring takes as many as fit the SMEM.
+# (block_m, block_n, block_k, stages, consumers, staging_chunks, alternate) candidates per kernel; the
+# first is the reference. stages is a maximum: the ring takes as many as fit the SMEM.
 CANDIDATES = {
-    "down_backward": [(64, 128, 64, 5, 2, 0), (64, 128, 64, 4, 2, 0), (64, 64, 64, 4, 1, 0)],
-    "up_backward": [(64, 256, 64, 5, 2, 1), (64, 256, 64, 5, 2, 0), (64, 128, 64, 4, 2, 0)],
-    "expert_up_keep": [(64, 128, 64, 5, 2, 0), (64, 128, 64, 3, 2, 0), (64, 128, 64, 4, 1, 0)],
-    "expert_down": [(64, 256, 64, 5, 2, 1), (64, 256, 64, 5, 2, 0)],
+    "down_backward": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 0, True), (64, 128, 64, 5, 2, 1, True)],
+    "up_backward": [(64, 256, 64, 5, 2, 1, False), (64, 256, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 1, True)],
+    "expert_up": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 0, True)],
+    "expert_up_keep": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 1, True)],
+    "expert_down": [(64, 256, 64, 5, 2, 1, False), (64, 256, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 1, True)],
 }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--kernels", default=",".join(CANDIDATES), help="comma list of kernels to sweep")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     from jax.experimental.mosaic.gpu import profiler
@@ -51,14 +53,15 @@ def main(argv=None):
     kernels = {
         "down_backward": lambda cfg: grad.down_backward(layout, dys, (g, u), w, problem, cfg)[0],
         "up_backward": lambda cfg: (grad.up_backward(layout, (g, u), w, problem, cfg),),
+        "expert_up": lambda cfg: (mosaic_gpu.expert_up(layout, xs, w, problem, cfg),),
         "expert_up_keep": lambda cfg: mosaic_gpu.expert_up(layout, xs, w, problem, cfg, keep_preactivations=True)[1],
         "expert_down": lambda cfg: (mosaic_gpu.expert_down(layout, g, w, problem, cfg),),
     }
     results = []
-    for name, fn in kernels.items():
+    for name, fn in [(name, kernels[name]) for name in args.kernels.split(",")]:
         reference = None
         for c in CANDIDATES[name]:
-            cfg = GemmConfig(*c[:4], consumers=c[4], staging_chunks=c[5])
+            cfg = GemmConfig(*c[:4], consumers=c[4], staging_chunks=c[5], alternate=c[6])
             try:
                 outs, times = profiler.measure(jax.jit(lambda cfg=cfg: fn(cfg)), iterations=5)()
             except Exception as e:  # noqa: BLE001 (a tiling that does not fit: record why)

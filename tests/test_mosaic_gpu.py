@@ -119,12 +119,13 @@ def test_no_races_between_tiles(T):
 
 
 def test_outputs_staged_in_rounds():
-    """expert_down stages each consumer's 128 output columns one 64-column chunk at a time (two
-    rounds through the SMEM staging): bitwise the output of staging them at once, no races."""
+    """expert_down stages a consumer's 256 output columns (consumers on alternate items) one
+    64-column chunk at a time (four rounds through the SMEM staging): bitwise the output of
+    staging them at once, no races."""
     args, kwargs = make_case(3, 40, 256, 64, 3, 2, dtype=jnp.bfloat16)
     problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
     up_cfg, down_cfg = mosaic_gpu.choose_configs(problem)
-    assert (down_cfg.block_n, down_cfg.consumers, down_cfg.staging_chunks) == (256, 2, 1)
+    assert (down_cfg.block_n, down_cfg.consumers, down_cfg.staging_chunks, down_cfg.alternate) == (256, 2, 1, True)
     x, _, _, _, w, ids = args
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
     h = jnp.cos(jnp.arange(layout.row_token.shape[0] * 64, dtype=jnp.float32)).reshape(-1, 64).astype(jnp.bfloat16)
@@ -134,6 +135,42 @@ def test_outputs_staged_in_rounds():
     assert not interpret_pallas_call.get_races().races_found
     routed = 40 * 2
     np.testing.assert_array_equal(np.asarray(rounds[:routed], np.float32), np.asarray(at_once[:routed], np.float32))
+
+
+def test_consumers_on_alternate_items():
+    """Consumers taking alternate items whole (GemmConfig.alternate) give bitwise the outputs of
+    consumers splitting each item's columns, without races: expert_up (two accumulators, biases),
+    down_backward (epilogue operands, row sums) and up_backward (two phases through the ring).
+    down_backward's row dots sum an item's columns in another order (one part, not two): f32-close."""
+    T, k = 40, 2
+    args, kwargs = make_case(3, T, 128, 128, 3, k, dtype=jnp.bfloat16, biases=True)
+    problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
+    up_cfg, _ = mosaic_gpu.choose_configs(problem)
+    cfgs = mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m)
+    x, _, _, _, w, ids = args
+    layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
+    params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
+    xs = x[layout.row_token]
+    valid = np.asarray(layout.slot_row).reshape(-1)
+
+    def kernels(up, down, back):
+        interpret = params if up.alternate else True
+        h, pre = mosaic_gpu.expert_up(layout, xs, weights, problem, up, interpret, keep_preactivations=True)
+        dpre, hw, row_dot = mosaic_gpu_grad.down_backward(layout, jnp.cos(xs), pre, weights, problem, down, interpret)
+        dxs = mosaic_gpu_grad.up_backward(layout, dpre, weights, problem, back, interpret)
+        return [np.asarray(a, np.float32)[valid] for a in (h, *pre, *dpre, hw, row_dot, dxs)]
+
+    configs = (dataclasses.replace(up_cfg, consumers=2), cfgs.down, cfgs.up)
+    assert all(c.consumers == 2 for c in configs)
+    split = kernels(*(dataclasses.replace(c, alternate=False) for c in configs))
+    alternate = kernels(*(dataclasses.replace(c, alternate=True) for c in configs))
+    assert not interpret_pallas_call.get_races().races_found
+    row_dot = 6
+    for i, (a, b) in enumerate(zip(alternate, split)):
+        if i == row_dot:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(a, b)
 
 
 def test_no_races_in_the_backward_kernels():

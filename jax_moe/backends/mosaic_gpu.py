@@ -56,7 +56,8 @@ INTERPRET_SMS = 2  # CTAs of the persistent grid in interpret mode (any count is
 @dataclasses.dataclass(frozen=True)
 class GemmConfig:
     """Tiling of one grouped GEMM: block_m rows x block_n columns per item, block_k per step;
-    consumers warpgroups split the block_n columns (block_m x block_n / consumers each)."""
+    consumers warpgroups split the block_n columns (block_m x block_n / consumers each), or with
+    alternate take alternate items whole."""
 
     block_m: int
     block_n: int
@@ -67,6 +68,9 @@ class GemmConfig:
     # OUT_CHUNK-column chunks of each output staged in SMEM at once (0: all of a consumer's
     # columns); fewer leave room for more ring stages, at the cost of waiting on earlier stores.
     staging_chunks: int = 0
+    # Consumers take alternate items whole ("ping-pong": one's epilogue overlaps the other's MMAs)
+    # instead of splitting each item's columns.
+    alternate: bool = False
 
 
 # Accumulator columns of an item (block_n x accumulators): 5 ring stages of its 64 x 64 lhs and
@@ -82,12 +86,13 @@ def consumer_registers(consumers: int) -> int:
     return min(256, (512 - PRODUCER_REGISTERS) // consumers // 8 * 8)
 
 
-def gemm_config(block_m: int, n: int, block_n: int, stages: int = 5, staging_chunks: int = 0) -> GemmConfig:
-    """The largest n-block up to block_n that divides N, split over two consumers when each gets
-    at least OUT_CHUNK columns."""
+def gemm_config(block_m: int, n: int, block_n: int, stages: int = 5, staging_chunks: int = 0,
+                alternate: bool = False) -> GemmConfig:
+    """The largest n-block up to block_n that divides N, for two consumers when each gets at least
+    OUT_CHUNK columns (of an item, or alternate items whole)."""
     block_n = largest_dividing(n, block_n)
     return GemmConfig(block_m, block_n, 64, stages, consumers=2 if block_n >= 2 * OUT_CHUNK else 1,
-                      staging_chunks=staging_chunks)
+                      staging_chunks=staging_chunks, alternate=alternate)
 
 
 def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
@@ -98,16 +103,17 @@ def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     stage the SMEM holds pays (expert_up 582 / 479 / 437 us with 3 / 4 / 5 stages), so the rings
     take all that fits, up to 5. Decode batches (T*k <= 64 rows) take narrow n-blocks, which
     spread the weights over the SMs (deeper rings or one consumer for expert_down: within 2 %).
-    expert_down stages its outputs one 64-column chunk at a time, which leaves room for a 5th
-    ring stage (248 -> 238 us at T=4096, session 6).
+    Larger batches (session 6, benchmarks/tune_backward.py at T=4096): the two consumers take
+    alternate items whole, so one's epilogue overlaps the other's MMAs (expert_up 436 -> 426 us,
+    keeping g, u 536 -> 492; expert_down 242 -> 216), and the outputs are staged one 64-column
+    chunk at a time, which leaves SMEM for a 5th ring stage (expert_down 248 -> 238 us).
     """
     block_m = 64
-    accumulators = 2 if problem.moe_type == "qwen3" else 1
-    up_n, down_n = ITEM_ACC_COLUMNS // accumulators, ITEM_ACC_COLUMNS
     if problem.tokens * problem.top_k <= 64:
-        up_n, down_n = 64, 128
-    return (gemm_config(block_m, problem.intermediate, up_n),
-            gemm_config(block_m, problem.hidden, down_n, staging_chunks=1))
+        return gemm_config(block_m, problem.intermediate, 64), gemm_config(block_m, problem.hidden, 128)
+    up_n = ITEM_ACC_COLUMNS // (2 if problem.moe_type == "qwen3" else 1)  # per accumulator
+    return (gemm_config(block_m, problem.intermediate, up_n, staging_chunks=1, alternate=True),
+            gemm_config(block_m, problem.hidden, ITEM_ACC_COLUMNS, staging_chunks=1, alternate=True))
 
 
 def largest_dividing(size: int, block: int) -> int:
@@ -177,23 +183,27 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     tiles' valid rows. vectors: (kind, array) pairs fetched into SMEM for the epilogue: "row"
     f32 [rows] (one value per row, broadcast over the columns), "col" f32 [E, N] (one per column
     of the tile's expert), "tile" [rows, N] (the tile's block itself). The epilogue sees one
-    consumer's block_m x (block_n / consumers) part of the tile and returns one fp32 tile of that
-    shape per output, and with row_sums also a [block_m] vector: those are written to an extra f32
-    [num_tiles * n_blocks * consumers, block_m] output at row (tile * n_blocks + n-block) *
-    consumers + consumer (every row of the tile, valid or not).
+    consumer's block_m x (block_n / consumers) part of the tile (alternate: the whole block_m x
+    block_n) and returns one fp32 tile of that shape per output, and with row_sums also a
+    [block_m] vector: those are written to an extra f32 [num_tiles * n_blocks * parts, block_m]
+    output at row (tile * n_blocks + n-block) * parts + part (every row of the tile, valid or not;
+    parts: consumers, or 1 with alternate).
 
     Warp-specialised: per CTA, a producer warpgroup streams the lhs and rhs k-blocks of the CTA's
     items through a ring of cfg.stages SMEM slots (TMA, one "full" and one "empty" barrier per
     slot), without stopping between items, while cfg.consumers warpgroups multiply (each its own
     columns of the n-block) and run the epilogue: a consumer's epilogue overlaps the loads of the
-    next item and the other consumer's MMAs.
+    next item and the other consumer's MMAs. With cfg.alternate each consumer takes every other
+    item whole and waits on its own set of full barriers (mbarrier phase parity is tracked per
+    thread: a waiter has to see every phase of a barrier).
     """
-    bm, bn, bk, consumers = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers
-    wn = bn // consumers  # columns per consumer
+    bm, bn, bk, consumers, alternate = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers, cfg.alternate
+    wn = bn if alternate else bn // consumers  # columns per consumer
+    parts = 1 if alternate else consumers  # consumers sharing an item
     chunks = wn // OUT_CHUNK
     staged = min(cfg.staging_chunks or chunks, chunks)
     dtype = phases[0][0].dtype
-    if (bn % consumers or wn % OUT_CHUNK or chunks % staged or out_cols % bn
+    if (bn % parts or wn % OUT_CHUNK or chunks % staged or out_cols % bn
             or any(lhs.shape[1] % bk for lhs, _ in phases)):
         raise ValueError(f"{cfg} does not tile N={out_cols}, K={[lhs.shape[1] for lhs, _ in phases]} "
                          f"(block_n / consumers a multiple of {OUT_CHUNK})")
@@ -213,16 +223,20 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         wg = lax.axis_index("wg")
 
         def walk(item):
-            """Runs item(mi, ni, e, first_step) over this CTA's non-empty (tile, n-block) items, the
-            same walk in every warpgroup; first_step counts the ring's k-steps before the item."""
-            @plgpu.nd_loop((m_tiles * n_tiles,), collective_axes="sm", init_carry=jnp.int32(0))
-            def total_steps(loop_info, carry):
+            """Runs item(mi, ni, e, first_step, owner) over this CTA's non-empty (tile, n-block)
+            items, the same walk in every warpgroup; first_step counts the ring's k-steps before the
+            item, owner is the consumer that takes it whole (alternate) or 0. Returns the k-steps."""
+            @plgpu.nd_loop((m_tiles * n_tiles,), collective_axes="sm", init_carry=(jnp.int32(0), jnp.int32(0)))
+            def carry(loop_info, carry):
+                steps, items = carry
                 mi, ni = plgpu.planar_snake(loop_info.index[0], (m_tiles, n_tiles), 0, cfg.tile_width)
                 e = expert_ref[mi]
-                pl.when(e >= 0)(lambda: item(mi, ni, e, carry))
-                return jnp.where(e >= 0, carry + steps_per_item, carry)
+                owner = lax.rem(items, consumers) if alternate else 0
+                pl.when(e >= 0)(lambda: item(mi, ni, e, steps, owner))
+                busy = (e >= 0).astype(jnp.int32)
+                return steps + busy * steps_per_item, items + busy
 
-            return total_steps
+            return carry[0]
 
         def phase_steps():  # (first step of the phase within the item, its k-steps, lhs ref, rhs refs)
             first, position = 0, 0
@@ -230,7 +244,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 yield first, lhs.shape[1] // bk, operand_refs[position], operand_refs[position + 1:position + 1 + n_acc]
                 first, position = first + lhs.shape[1] // bk, position + 1 + n_acc
 
-        def produce(mi, ni, e, first_step):
+        def produce(mi, ni, e, first_step, owner):
             start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
             for phase_first, k_steps, lhs_ref, rhs_refs in phase_steps():
                 @pl.loop(0, k_steps)
@@ -242,16 +256,23 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                     def _():  # both consumers are done with the slot's previous blocks
                         plgpu.barrier_wait(empty.at[slot])
 
-                    plgpu.copy_gmem_to_smem(lhs_ref.at[pl.ds(start, bm), pl.ds(k * bk, bk)], lhs_ring.at[slot],
-                                            full.at[slot])
+                    loaded = full.at[owner * stages + slot]
+                    plgpu.copy_gmem_to_smem(lhs_ref.at[pl.ds(start, bm), pl.ds(k * bk, bk)], lhs_ring.at[slot], loaded)
                     for rhs_ref, ring in zip(rhs_refs, rhs_rings):
                         block = ((pl.ds(ni * bn, bn), pl.ds(k * bk, bk)) if transpose_rhs
                                  else (pl.ds(k * bk, bk), pl.ds(ni * bn, bn)))
-                        plgpu.copy_gmem_to_smem(rhs_ref.at[e].at[block], ring.at[slot], full.at[slot])
+                        plgpu.copy_gmem_to_smem(rhs_ref.at[e].at[block], ring.at[slot], loaded)
 
-        def consume(mi, ni, e, first_step):
+        def consume(mi, ni, e, first_step, owner):
+            if alternate:
+                pl.when(owner == wg)(lambda: consume_part(mi, ni, e, first_step, wg, 0))
+            else:
+                consume_part(mi, ni, e, first_step, 0, wg)
+
+        def consume_part(mi, ni, e, first_step, owner, part):
+            """Columns [part * wn, + wn) of the item's n-block; its loads signal owner's full barriers."""
             start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
-            col0 = ni * bn + wg * wn
+            col0 = ni * bn + part * wn
             my_vectors = [smem.at[wg] for smem in vector_smems]
             my_barrier = lambda i: vector_barriers.at[wg * n_vec + i]  # this consumer's, for operand i
             for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
@@ -269,10 +290,10 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                     def _(k):
                         step = first_step + phase_first + k
                         slot = lax.rem(step, stages)
-                        plgpu.barrier_wait(full.at[slot])
+                        plgpu.barrier_wait(full.at[owner * stages + slot])
                         for acc_ref, ring in zip(acc_refs, rhs_rings):
-                            rhs = (ring.at[slot, pl.ds(wg * wn, wn), :].transpose((1, 0)) if transpose_rhs
-                                   else ring.at[slot, :, pl.ds(wg * wn, wn)])
+                            rhs = (ring.at[slot, pl.ds(part * wn, wn), :].transpose((1, 0)) if transpose_rhs
+                                   else ring.at[slot, :, pl.ds(part * wn, wn)])
                             plgpu.wgmma(acc_ref, lhs_ring.at[slot], rhs)
                         plgpu.wgmma_wait(n_acc)  # this step's MMAs stay in flight; the previous step's are done
 
@@ -311,7 +332,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 for out_smem, out_ref in zip(my_staging[:n_out], out_refs[:n_out]):
                     _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], col0 + first * OUT_CHUNK, bm)
             if row_sums:
-                plgpu.copy_smem_to_gmem(my_staging[n_out], out_refs[n_out].at[(mi * n_tiles + ni) * consumers + wg])
+                plgpu.copy_smem_to_gmem(my_staging[n_out], out_refs[n_out].at[(mi * n_tiles + ni) * parts + part])
                 plgpu.commit_smem_to_gmem_group()
 
         @pl.when(wg == consumers)
@@ -344,14 +365,14 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     out_types = [jax.ShapeDtypeStruct((rows, out_cols), d) for d in out_dtypes]
     staging = [out_staging(d) for d in out_dtypes]
     if row_sums:
-        out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles * consumers, bm), jnp.float32))
+        out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles * parts, bm), jnp.float32))
         staging.append(plgpu.SMEM((consumers, bm), jnp.float32))
     vector_smems = [vector_staging(kind, a) for kind, a in vectors]
     stages = ring_stages(cfg, (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize, staging + vector_smems)
     ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=tiled_swizzled((bm, bk), dtype)),
             [plgpu.SMEM((stages, *rhs_block), dtype, transforms=tiled_swizzled(rhs_block, dtype))] * n_acc,
-            plgpu.Barrier(num_arrivals=1 + n_acc, num_barriers=stages),
-            plgpu.Barrier(num_arrivals=consumers, num_barriers=stages))
+            plgpu.Barrier(num_arrivals=1 + n_acc, num_barriers=stages * (consumers if alternate else 1)),  # full
+            plgpu.Barrier(num_arrivals=parts, num_barriers=stages))  # empty: the consumers reading the slot
     kernel = plgpu.kernel(
         body,
         out_type=out_types,
