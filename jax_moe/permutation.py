@@ -2,7 +2,8 @@
 
 XLA implementation; deterministic, stable within an expert. Rows whose expert id is out of range
 sort to the end and belong to no group. Small batches (decode) rank rows by comparing all pairs
-(a few fused XLA ops), larger ones use argsort: the same result either way.
+(a few fused XLA ops), larger ones sort (expert, row) pairs packed into one int32 key (a
+keys-only sort) or, when they do not fit, argsort the expert ids: the same result every way.
 """
 
 from __future__ import annotations
@@ -36,14 +37,19 @@ COMPARE_RANK_ROWS = 256
 def sort_by_expert(topk_ids: jax.Array, num_experts: int, method: str = "auto") -> SortedRows:
     """Sorts the flattened [T, k] routing table by expert id (stable).
 
-    method: "argsort", "compare" (all-pairs ranks: no sort or scatter ops), or "auto" ("compare"
-    up to COMPARE_RANK_ROWS rows). Every method gives the same result.
+    method: "argsort" (a stable key-value sort), "packed" (a keys-only sort of expert << row_bits
+    | row: half the bytes of a key-value sort, and the sorted experts come out of the keys; needs
+    both in 31 bits), "compare" (all-pairs ranks: no sort or scatter ops), or "auto" ("compare" up
+    to COMPARE_RANK_ROWS rows, else "packed" where it fits, else "argsort"). Every method gives the
+    same result.
     """
     flat = topk_ids.reshape(-1).astype(jnp.int32)
     n = flat.shape[0]
     expert = jnp.where((flat >= 0) & (flat < num_experts), flat, num_experts)
+    row_bits = max(1, (n - 1).bit_length())
+    packable = row_bits + num_experts.bit_length() <= 31  # experts 0..E (E: out of range), rows 0..n-1
     if method == "auto":
-        method = "compare" if n <= COMPARE_RANK_ROWS else "argsort"
+        method = "compare" if n <= COMPARE_RANK_ROWS else "packed" if packable else "argsort"
     index = jnp.arange(n, dtype=jnp.int32)
     if method == "compare":
         mine, other = expert[:, None], expert[None, :]
@@ -52,12 +58,20 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, method: str = "auto") 
         order = jnp.sum(jnp.where(rank[None, :] == index[:, None], index[None, :], 0), axis=1, dtype=jnp.int32)
         group_sizes = jnp.sum(expert[None, :] == jnp.arange(num_experts, dtype=jnp.int32)[:, None], axis=1,
                               dtype=jnp.int32)
-    elif method == "argsort":
-        order = jnp.argsort(expert, stable=True).astype(jnp.int32)
+    elif method in ("argsort", "packed"):
+        if method == "packed":
+            if not packable:
+                raise ValueError(f"{n} rows and {num_experts} experts do not pack into an int32 key")
+            keys = jnp.sort((expert << row_bits) | index)
+            order, sorted_expert = keys & ((1 << row_bits) - 1), keys >> row_bits
+        else:
+            order = jnp.argsort(expert, stable=True).astype(jnp.int32)
+            sorted_expert = expert[order]
         rank = jnp.zeros((n,), jnp.int32).at[order].set(index, unique_indices=True)
         group_sizes = jnp.bincount(expert, length=num_experts + 1)[:num_experts].astype(jnp.int32)
+        return SortedRows(order=order, rank=rank, expert=sorted_expert, group_sizes=group_sizes)
     else:
-        raise ValueError(f"unknown method {method!r}: 'auto', 'argsort' or 'compare'")
+        raise ValueError(f"unknown method {method!r}: 'auto', 'argsort', 'packed' or 'compare'")
     return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=group_sizes)
 
 

@@ -125,7 +125,8 @@ def test_outputs_staged_in_rounds():
     args, kwargs = make_case(3, 40, 256, 64, 3, 2, dtype=jnp.bfloat16)
     problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
     up_cfg, down_cfg = mosaic_gpu.choose_configs(problem)
-    assert (down_cfg.block_n, down_cfg.consumers, down_cfg.staging_chunks, down_cfg.alternate) == (256, 2, 1, True)
+    assert (down_cfg.block_n, down_cfg.consumers, down_cfg.staging_chunks) == (256, 2, 1)
+    down_cfg = dataclasses.replace(down_cfg, alternate=True)
     x, _, _, _, w, ids = args
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
     h = jnp.cos(jnp.arange(layout.row_token.shape[0] * 64, dtype=jnp.float32)).reshape(-1, 64).astype(jnp.bfloat16)
@@ -253,19 +254,29 @@ def test_align_to_tiles(T, k, E, block_m):
     assert layout.expert_size.sum() == len(placed)
 
 
-@pytest.mark.parametrize("T, k, E", [(0, 2, 4), (1, 8, 128), (37, 3, 5), (64, 4, 3)])
+@pytest.mark.parametrize("T, k, E", [(0, 2, 4), (1, 8, 128), (37, 3, 5), (64, 4, 3), (300, 8, 512)])
 def test_sort_by_expert_methods_agree(T, k, E):
-    """The all-pairs ranks (decode batches) and argsort give the same stable order, ranks and counts,
-    out-of-range ids (sorted last, uncounted) and many ties included."""
+    """The all-pairs ranks (decode batches), argsort and the packed-key sort give the same stable
+    order, ranks and counts, out-of-range ids (sorted last, uncounted) and many ties included."""
     ids = jnp.asarray(np.random.default_rng(T).integers(-1, E + 1, size=(T, k)), jnp.int32)
-    by_argsort, by_compare = sort_by_expert(ids, E, "argsort"), sort_by_expert(ids, E, "compare")
-    for a, b in zip(by_argsort, by_compare):
-        np.testing.assert_array_equal(a, b)
+    by_compare = sort_by_expert(ids, E, "compare")
+    for method in ("argsort", "packed"):
+        for a, b in zip(sort_by_expert(ids, E, method), by_compare):
+            np.testing.assert_array_equal(a, b)
     flat = np.asarray(ids).reshape(-1)
     expected = sorted(range(T * k), key=lambda i: (flat[i] if 0 <= flat[i] < E else E, i))
     np.testing.assert_array_equal(by_compare.order, expected)
     np.testing.assert_array_equal(np.asarray(by_compare.rank)[expected], np.arange(T * k))
     np.testing.assert_array_equal(by_compare.group_sizes, np.bincount(flat[(flat >= 0) & (flat < E)], minlength=E))
+
+
+def test_sort_by_expert_packed_keys_need_31_bits():
+    """Rows and experts that do not pack into an int32 key: "packed" refuses, "auto" argsorts."""
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 2**25, size=(300, 2)), jnp.int32)
+    with pytest.raises(ValueError, match="do not pack"):
+        sort_by_expert(ids, 2**25, "packed")
+    for a, b in zip(sort_by_expert(ids, 2**25), sort_by_expert(ids, 2**25, "argsort")):
+        np.testing.assert_array_equal(a, b)
 
 
 def abstract_problem(shape, T, recompute=False):
