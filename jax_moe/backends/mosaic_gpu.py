@@ -77,10 +77,17 @@ class GemmConfig:
 # 64 x 256 rhs blocks (200 KiB) plus one output's staging fit in the SM's 227 KiB of SMEM; 512
 # leave room for 3 stages (expert_up at Qwen3-30B-A3B T=4096 on an H100: 721 us against 447).
 ITEM_ACC_COLUMNS = 256
-# From this many routed rows (one 64-row tile per SM and more) the consumers take alternate items
-# whole; below, a CTA has one or two items and a lone item would leave a consumer idle (seed
-# nomic T=512, 1024 rows: 80 -> 101 us with alternate items; Qwen3-30B-A3B T=4096: faster).
+# From this many routed rows (one 64-row tile per SM and more) the consumers of a gated (qwen3)
+# problem take alternate items whole; below, a CTA has one or two items and a lone item would leave
+# a consumer idle (seed nomic T=512, 1024 rows: 80 -> 101 us with alternate items; Qwen3-30B-A3B
+# T=4096: faster). Ungated problems keep the split: seed nomic T=32768 went 1355 -> 1951 us with
+# alternate items (each consumer then holds a whole 64 x 256 f32 accumulator).
 ALTERNATE_MIN_ROWS = 8192
+
+
+def alternate_items(problem: MoEProblem) -> bool:
+    """Whether the grouped GEMMs' consumers take alternate items whole (see ALTERNATE_MIN_ROWS)."""
+    return problem.moe_type == "qwen3" and problem.tokens * problem.top_k >= ALTERNATE_MIN_ROWS
 PRODUCER_REGISTERS = 40  # the producer warpgroup only issues TMA loads
 
 
@@ -107,19 +114,21 @@ def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     stage the SMEM holds pays (expert_up 582 / 479 / 437 us with 3 / 4 / 5 stages), so the rings
     take all that fits, up to 5. Decode batches (T*k <= 64 rows) take narrow n-blocks, which
     spread the weights over the SMs (deeper rings or one consumer for expert_down: within 2 %).
-    Outputs are staged one 64-column chunk at a time, which leaves SMEM for a 5th ring stage
-    (expert_down 248 -> 238 us at T=4096, session 6). From ALTERNATE_MIN_ROWS rows the two
+    expert_down's outputs are staged one 64-column chunk at a time, which leaves SMEM for a 5th
+    ring stage (248 -> 238 us at T=4096, session 6). From ALTERNATE_MIN_ROWS rows the two
     consumers take alternate items whole, so one's epilogue overlaps the other's MMAs (T=4096,
     benchmarks/tune_backward.py: expert_up 436 -> 426 us, keeping g, u 536 -> 492; expert_down
-    242 -> 216).
+    242 -> 216; gated problems only: alternate_items).
     """
     block_m = 64
     rows = problem.tokens * problem.top_k
     if rows <= 64:
         return gemm_config(block_m, problem.intermediate, 64), gemm_config(block_m, problem.hidden, 128)
     up_n = ITEM_ACC_COLUMNS // (2 if problem.moe_type == "qwen3" else 1)  # per accumulator
-    alternate = rows >= ALTERNATE_MIN_ROWS
-    return (gemm_config(block_m, problem.intermediate, up_n, staging_chunks=1, alternate=alternate),
+    alternate = alternate_items(problem)
+    # expert_up stages a chunk at a time only on alternate items (where it was measured faster);
+    # split, it keeps session 5's all-at-once staging.
+    return (gemm_config(block_m, problem.intermediate, up_n, staging_chunks=1 if alternate else 0, alternate=alternate),
             gemm_config(block_m, problem.hidden, ITEM_ACC_COLUMNS, staging_chunks=1, alternate=alternate))
 
 

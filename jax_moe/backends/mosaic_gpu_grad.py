@@ -99,7 +99,7 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     return BackwardConfigs(
         down=mosaic_gpu.gemm_config(block_m, problem.intermediate, 128),
         up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1,
-                                  alternate=problem.tokens * problem.top_k >= mosaic_gpu.ALTERNATE_MIN_ROWS),
+                                  alternate=mosaic_gpu.alternate_items(problem)),
         contraction_pair=ContractionConfig(128, 64, 64, 5),
         contraction=ContractionConfig(128, 128, 64, 6),
     )
