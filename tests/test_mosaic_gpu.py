@@ -138,20 +138,25 @@ def test_outputs_staged_in_rounds():
     np.testing.assert_array_equal(np.asarray(rounds[:routed], np.float32), np.asarray(at_once[:routed], np.float32))
 
 
-def test_consumers_on_alternate_items():
-    """Consumers taking alternate items whole (GemmConfig.alternate) give bitwise the outputs of
-    consumers splitting each item's columns, without races: expert_up (two accumulators, biases),
-    down_backward (epilogue operands, row sums) and up_backward (two phases through the ring).
-    down_backward's row dots sum an item's columns in another order (one part, not two): f32-close."""
-    T, k = 40, 2
-    args, kwargs = make_case(3, T, 128, 128, 3, k, dtype=jnp.bfloat16, biases=True)
+def qwen3_kernel_case(T, H, I, E=3, k=2, seed=3):
+    """A bf16 qwen3 problem with biases for the kernels alone: (problem, weights, expert_up's
+    config, the backward configs, the TileLayout, x gathered into sorted rows)."""
+    args, kwargs = make_case(seed, T, H, I, E, k, dtype=jnp.bfloat16, biases=True)
     problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
     up_cfg, _ = mosaic_gpu.choose_configs(problem)
     cfgs = mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m)
     x, _, _, _, w, ids = args
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
+    return problem, weights, up_cfg, cfgs, layout, x[layout.row_token]
+
+
+def test_consumers_on_alternate_items():
+    """Consumers taking alternate items whole (GemmConfig.alternate) give bitwise the outputs of
+    consumers splitting each item's columns, without races: expert_up (two accumulators, biases),
+    down_backward (epilogue operands, row sums) and up_backward (two phases through the ring).
+    down_backward's row dots sum an item's columns in another order (one part, not two): f32-close."""
+    problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(40, 128, 128)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
-    xs = x[layout.row_token]
     valid = np.asarray(layout.slot_row).reshape(-1)
 
     def kernels(up, down, back):
@@ -177,16 +182,10 @@ def test_consumers_on_alternate_items():
 def test_no_races_in_the_backward_kernels():
     """The backward's kernels with their default tilings (down_backward: two consumers; up_backward:
     one consumer, two phases through the ring) under the race detector, each checked after it runs."""
-    args, kwargs = make_case(3, 20, 64, 128, 3, 2, dtype=jnp.bfloat16, biases=True)
-    problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
-    up_cfg, _ = mosaic_gpu.choose_configs(problem)
-    cfgs = mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m)
-    x, _, _, _, w, ids = args
-    layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
+    problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(20, 64, 128)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
     races = lambda: interpret_pallas_call.get_races().races_found
     assert (cfgs.down.consumers, cfgs.up.consumers) == (2, 1)
-    xs = x[layout.row_token]
     _, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, params, keep_preactivations=True)
     dpre, _, _ = mosaic_gpu_grad.down_backward(layout, jnp.cos(xs), preactivations, weights, problem, cfgs.down, params)
     assert not races()

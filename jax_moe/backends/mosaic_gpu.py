@@ -171,6 +171,27 @@ def ring_stages(cfg, stage_bytes: int, other_smem) -> int:
     return stages
 
 
+def warpgroup_roles(wg, consumers: int, stages: int, empty, walk, produce, consume):
+    """The roles of a producer/consumer kernel's warpgroups: warpgroup `consumers` runs
+    walk(produce) with few registers, then awaits the consumers' releases of the last `stages`
+    ring steps (every barrier phase is observed); the others run walk(consume), then let their
+    last stores finish reading the SMEM. walk(fn) returns the ring steps it walked."""
+    @pl.when(wg == consumers)
+    def _producer():
+        plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
+        total_steps = walk(produce)
+
+        @pl.loop(jnp.maximum(total_steps - stages, 0), total_steps)
+        def _(step):
+            plgpu.barrier_wait(empty.at[lax.rem(step, stages)])
+
+    @pl.when(wg < consumers)
+    def _consumers():
+        plgpu.set_max_registers(consumer_registers(consumers), action="increase")
+        walk(consume)
+        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+
+
 def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
     """Copies rows [lo, lo + size) of the staged chunks (out_smem [c, block_m, OUT_CHUNK]) to out_ref
     rows start + lo ..., columns col0 ..., in power-of-two row pieces (TMA boxes are static)."""
@@ -351,20 +372,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 plgpu.copy_smem_to_gmem(my_staging[n_out], out_refs[n_out].at[(mi * n_tiles + ni) * parts + part])
                 plgpu.commit_smem_to_gmem_group()
 
-        @pl.when(wg == consumers)
-        def _producer():
-            plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
-            total_steps = walk(produce)
-
-            @pl.loop(jnp.maximum(total_steps - stages, 0), total_steps)
-            def _(step):  # observe the consumers' last releases: every barrier phase is awaited
-                plgpu.barrier_wait(empty.at[lax.rem(step, stages)])
-
-        @pl.when(wg < consumers)
-        def _consumers():
-            plgpu.set_max_registers(consumer_registers(consumers), action="increase")
-            walk(consume)
-            plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+        warpgroup_roles(wg, consumers, stages, empty, walk, produce, consume)
 
     def out_staging(out_dtype):
         bits = jnp.dtype(out_dtype).itemsize * 8

@@ -271,20 +271,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                                         commit_group=False)
             plgpu.commit_smem_to_gmem_group()
 
-        @pl.when(wg == consumers)
-        def _producer():
-            plgpu.set_max_registers(mosaic_gpu.PRODUCER_REGISTERS, action="decrease")
-            total_steps = walk(produce)
-
-            @pl.loop(jnp.maximum(total_steps - stages, 0), total_steps)
-            def _(step):  # observe the consumers' last releases: every barrier phase is awaited
-                plgpu.barrier_wait(empty.at[lax.rem(step, stages)])
-
-        @pl.when(wg < consumers)
-        def _consumers():
-            plgpu.set_max_registers(mosaic_gpu.consumer_registers(consumers), action="increase")
-            walk(consume)
-            plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+        mosaic_gpu.warpgroup_roles(wg, consumers, stages, empty, walk, produce, consume)
 
     staging = [plgpu.SMEM((consumers, bm, bn), out_dtype, transforms=tiled_swizzled((bm, bn), out_dtype))] * n_acc
     stages = mosaic_gpu.ring_stages(cfg, (bk * bm + n_acc * bk * bn) * jnp.dtype(dtype).itemsize, staging)
