@@ -83,11 +83,6 @@ ITEM_ACC_COLUMNS = 256
 # T=4096: faster). Ungated problems keep the split: seed nomic T=32768 went 1355 -> 1951 us with
 # alternate items (each consumer then holds a whole 64 x 256 f32 accumulator).
 ALTERNATE_MIN_ROWS = 8192
-
-
-def alternate_items(problem: MoEProblem) -> bool:
-    """Whether the grouped GEMMs' consumers take alternate items whole (see ALTERNATE_MIN_ROWS)."""
-    return problem.moe_type == "qwen3" and problem.tokens * problem.top_k >= ALTERNATE_MIN_ROWS
 PRODUCER_REGISTERS = 40  # the producer warpgroup only issues TMA loads
 
 
@@ -95,6 +90,11 @@ def consumer_registers(consumers: int) -> int:
     """Registers per thread of a consumer warpgroup: the SM's 64K less the producer's, shared
     (setmaxnreg takes multiples of 8, at most 256)."""
     return min(256, (512 - PRODUCER_REGISTERS) // consumers // 8 * 8)
+
+
+def alternate_items(problem: MoEProblem) -> bool:
+    """Whether the grouped GEMMs' consumers take alternate items whole (see ALTERNATE_MIN_ROWS)."""
+    return problem.moe_type == "qwen3" and problem.tokens * problem.top_k >= ALTERNATE_MIN_ROWS
 
 
 def gemm_config(block_m: int, n: int, block_n: int, stages: int = 5, staging_chunks: int = 0,
@@ -128,7 +128,7 @@ def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     alternate = alternate_items(problem)
     # expert_up stages a chunk at a time only on alternate items (where it was measured faster);
     # split, it keeps session 5's all-at-once staging.
-    return (gemm_config(block_m, problem.intermediate, up_n, staging_chunks=1 if alternate else 0, alternate=alternate),
+    return (gemm_config(block_m, problem.intermediate, up_n, staging_chunks=int(alternate), alternate=alternate),
             gemm_config(block_m, problem.hidden, ITEM_ACC_COLUMNS, staging_chunks=1, alternate=alternate))
 
 
