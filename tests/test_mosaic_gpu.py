@@ -138,6 +138,22 @@ def test_outputs_staged_in_rounds():
     np.testing.assert_array_equal(np.asarray(rounds[:routed], np.float32), np.asarray(at_once[:routed], np.float32))
 
 
+@pytest.mark.parametrize("shape, T, alternate", [("qwen3_30b_a3b", 1, False), ("qwen3_30b_a3b", 64, False),
+                                               ("qwen3_30b_a3b", 1024, True), ("seed_qwen3", 4095, False),
+                                               ("seed_qwen3", 4096, True), ("seed_nomic", 32768, False)])
+def test_alternate_items_policy(shape, T, alternate):
+    """The measured policy: consumers on alternate items for gated problems from 8192 routed rows
+    only; expert_up stages its outputs a chunk at a time only then, expert_down always (but decode)."""
+    s = SHAPES[shape]
+    problem = MoEProblem(T, s.hidden, s.intermediate, s.experts, s.top_k, jnp.dtype(jnp.bfloat16), s.moe_type,
+                         s.activation, False, "gpu")
+    up, down = mosaic_gpu.choose_configs(problem)
+    backward = mosaic_gpu_grad.choose_backward_configs(problem, up.block_m)
+    assert (up.alternate, down.alternate, backward.up.alternate, backward.down.alternate) == (alternate,) * 3 + (False,)
+    assert up.staging_chunks == int(alternate)
+    assert down.staging_chunks == int(T * s.top_k > 64)
+
+
 def qwen3_kernel_case(T, H, I, E=3, k=2, seed=3):
     """A bf16 qwen3 problem with biases for the kernels alone: (problem, weights, expert_up's
     config, the backward configs, the TileLayout, x gathered into sorted rows)."""
