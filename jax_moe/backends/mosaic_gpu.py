@@ -14,7 +14,8 @@ Each tile stores only its expert's rows (neighbouring tiles may overlap, their r
 No atomics anywhere: results are bitwise reproducible. Both kernels are persistent (one CTA per
 SM walks the (tile, n-block) grid; tiles past the used ones are skipped) and warp-specialised: a
 producer warpgroup streams TMA loads through an SMEM ring while two consumer warpgroups, each
-with half of the n-block, run the wgmma and the epilogue (see grouped_gemm).
+with half of every n-block or every other item whole, run the wgmma and the epilogue (see
+grouped_gemm).
 """
 
 from __future__ import annotations
@@ -264,7 +265,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             items, the same walk in every warpgroup; first_step counts the ring's k-steps before the
             item, owner is the consumer that takes it whole (alternate) or 0. Returns the k-steps."""
             @plgpu.nd_loop((m_tiles * n_tiles,), collective_axes="sm", init_carry=(jnp.int32(0), jnp.int32(0)))
-            def carry(loop_info, carry):
+            def walked(loop_info, carry):
                 steps, items = carry
                 mi, ni = plgpu.planar_snake(loop_info.index[0], (m_tiles, n_tiles), 0, cfg.tile_width)
                 e = expert_ref[mi]
@@ -273,7 +274,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 busy = (e >= 0).astype(jnp.int32)
                 return steps + busy * steps_per_item, items + busy
 
-            return carry[0]
+            return walked[0]
 
         def phase_steps():  # (first step of the phase within the item, its k-steps, lhs ref, rhs refs)
             first, position = 0, 0
@@ -290,7 +291,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                     slot = lax.rem(step, stages)
 
                     @pl.when(step >= stages)
-                    def _():  # both consumers are done with the slot's previous blocks
+                    def _():  # the consumers that read the slot's previous blocks are done with them
                         plgpu.barrier_wait(empty.at[slot])
 
                     loaded = full.at[owner * stages + slot]

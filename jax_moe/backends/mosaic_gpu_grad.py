@@ -191,7 +191,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
             items, in every warpgroup; returns the ring steps of all of them."""
             @plgpu.nd_loop((E * m_tiles * n_tiles,), collective_axes="sm",
                            init_carry=(jnp.int32(0), jnp.int32(0)))
-            def carry(loop_info, carry):
+            def walked(loop_info, carry):
                 steps, local = carry
                 index = loop_info.index[0]
                 e = index // (m_tiles * n_tiles)
@@ -200,7 +200,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                 item(e, mi, ni, nb, steps, local)
                 return steps + nb, local + 1
 
-            return carry[0]
+            return walked[0]
 
         def produce(e, mi, ni, nb, first_step, local):
             first_row = first_ref[e] * bk
