@@ -58,21 +58,20 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, method: str = "auto") 
         order = jnp.sum(jnp.where(rank[None, :] == index[:, None], index[None, :], 0), axis=1, dtype=jnp.int32)
         group_sizes = jnp.sum(expert[None, :] == jnp.arange(num_experts, dtype=jnp.int32)[:, None], axis=1,
                               dtype=jnp.int32)
-    elif method in ("argsort", "packed"):
-        if method == "packed":
-            if not packable:
-                raise ValueError(f"{n} rows and {num_experts} experts do not pack into an int32 key")
-            keys = jnp.sort((expert << row_bits) | index)
-            order, sorted_expert = keys & ((1 << row_bits) - 1), keys >> row_bits
-        else:
-            order = jnp.argsort(expert, stable=True).astype(jnp.int32)
-            sorted_expert = expert[order]
-        rank = jnp.zeros((n,), jnp.int32).at[order].set(index, unique_indices=True)
-        group_sizes = jnp.bincount(expert, length=num_experts + 1)[:num_experts].astype(jnp.int32)
-        return SortedRows(order=order, rank=rank, expert=sorted_expert, group_sizes=group_sizes)
+        return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=group_sizes)
+    if method == "packed":
+        if not packable:
+            raise ValueError(f"{n} rows and {num_experts} experts do not pack into an int32 key")
+        keys = jnp.sort((expert << row_bits) | index)
+        order, sorted_expert = keys & ((1 << row_bits) - 1), keys >> row_bits
+    elif method == "argsort":
+        order = jnp.argsort(expert, stable=True).astype(jnp.int32)
+        sorted_expert = expert[order]
     else:
         raise ValueError(f"unknown method {method!r}: 'auto', 'argsort', 'packed' or 'compare'")
-    return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=group_sizes)
+    rank = jnp.zeros((n,), jnp.int32).at[order].set(index, unique_indices=True)
+    group_sizes = jnp.bincount(expert, length=num_experts + 1)[:num_experts].astype(jnp.int32)
+    return SortedRows(order=order, rank=rank, expert=sorted_expert, group_sizes=group_sizes)
 
 
 class TileLayout(NamedTuple):
