@@ -72,6 +72,27 @@ def test_cuda_biased_and_sigmoid_routing_matches_cpu(E):
         assert_same(on_gpu(route, logits, bias), on_cpu(route, logits, bias))
 
 
+# The packed-key warp kernel (16-bit logits, softmax, 64 < E <= 256, k <= 32) and its fallback (k > 32):
+# exact ties everywhere (the id lives in the key's low bits), NaN, +-inf, -0.0, a batch of rows.
+@pytest.mark.parametrize("E", [65, 100, 128, 129, 200, 256])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_cuda_packed_router_ties_and_specials(E, dtype):
+    logits = np.array(grid_logits(E, (3, 701, E), jnp.float32, levels=6))
+    logits[0, 3, :5] = np.nan
+    logits[0, 4] = np.nan
+    logits[1, 5, 7] = np.inf
+    logits[1, 6, ::3] = -np.inf
+    logits[2, 7] = -0.0
+    logits[2, 8, ::2] = 0.0
+    logits = jnp.asarray(logits, dtype)
+    variants = [(k, r) for k in sorted({1, 2, 8, min(32, E), min(33, E)}) for r in (False, True)]
+    route = lambda x: [jax_moe.topk_softmax(x, k, renormalize=r) for k, r in variants]
+    for gpu_out, cpu_out in zip(on_gpu(route, logits), on_cpu(route, logits)):
+        np.testing.assert_array_equal(gpu_out[1], cpu_out[1])
+        np.testing.assert_array_equal(gpu_out[2], cpu_out[2])
+        np.testing.assert_allclose(gpu_out[0], cpu_out[0], rtol=2e-6, atol=1e-7, equal_nan=True)
+
+
 def test_cuda_router_edge_cases():
     for T in (0, 1, 2, 31, 33):
         logits = grid_logits(T, (T, 8), jnp.float32)
