@@ -205,6 +205,9 @@ def assert_gradients_match(args, kwargs, moe_type, activation, dtype=jnp.bfloat1
         np.testing.assert_array_equal(got, second)  # bitwise reproducible
 
 
+# One pytest-xdist worker runs these one after another (--dist loadgroup): their fp32 reference
+# gradients take 4-18 GB each and ran an H100 out of memory side by side.
+@pytest.mark.xdist_group("fp32_reference_gradients")
 @pytest.mark.parametrize("shape", ["qwen3_30b_a3b", "olmoe", "seed_nomic", "seed_qwen3"])
 @pytest.mark.parametrize("T, dtype", [(1, jnp.bfloat16), (5, jnp.float16), (333, jnp.bfloat16), (4096, jnp.bfloat16)])
 def test_mosaic_gpu_gradients_on_benchmark_shapes(shape, T, dtype):
