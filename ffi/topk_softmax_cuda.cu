@@ -6,12 +6,12 @@
 //   widened to f32 leaves the low 13 bits zero, so a key carries the expert id there and one 32-bit
 //   redux.sync max per argmax round ranks by (logit, lower id); the lane holding the winner pops
 //   its head (its keys are sorted once, so it never rescans).
-// - RegisterRouter (E <= 512; grouped selection when a group spans whole lanes): TPR threads own a
-//   row, each holding VPT consecutive logits in registers (16-byte loads where the row allows).
-//   Keys are kept as order-preserving 32-bit integers; each lane keeps its best three candidates, and
-//   every argmax round is one butterfly max over (key, ~id) packed in 64 bits, after which the
-//   winning lane pops its head (rescanning only when its candidates run out). Lane j % TPR keeps
-//   slot j's winner in registers (k <= 4 * TPR), and the weights are computed after the rounds.
+// - RegisterRouter (the rest with E <= 512; grouped selection when a group spans whole lanes): TPR
+//   threads own a row, each holding VPT consecutive logits in registers (vector loads where the row
+//   allows). Keys are kept as order-preserving 32-bit integers; each lane keeps its best
+//   kCandidates, and every argmax round is one butterfly max over (key, ~id) packed in 64 bits,
+//   after which the winning lane pops its head (rescanning only when its candidates run out).
+//   Lane j % TPR keeps slot j's winner in registers (k <= 4 * TPR); weights follow the rounds.
 // - SharedRouter (any E up to kMaxSharedExperts, any grouping): one warp owns a row whose keys and
 //   scores live in shared memory.
 #include <cuda_bf16.h>
