@@ -92,7 +92,8 @@ class TileLayout(NamedTuple):
     slot_row:    int32 [T, k]      sorted row of each (token, slot); ``rows`` for out-of-range ids
     tile_expert: int32 [num_tiles] expert of each tile, -1 for tiles past the used ones
     tile_start, tile_lo, tile_size: int32 [num_tiles] the tile's block and its valid rows
-    expert_start, expert_size: int32 [E] each expert's rows [start, start + size) (compact)
+    expert_start, expert_size: int32 [E] each expert's rows [start, start + size) (compact);
+                 None in rows_as_tiles' layout, whose rows are not grouped by expert
     """
 
     row_token: jax.Array
@@ -164,4 +165,33 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         tile_size=jnp.where(used, hi - lo, 0).astype(jnp.int32),
         expert_start=start.astype(jnp.int32),
         expert_size=counts,
+    )
+
+
+def rows_as_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int) -> TileLayout:
+    """Each routed row as its own M-tile, in (token, slot) order: no sort, a few elementwise ops.
+
+    Same static sizes as align_to_tiles except num_tiles = T*k. For one token, whose k experts
+    are distinct, the grouped GEMMs read each expert's weights once, as with align_to_tiles, which
+    costs about a dozen small kernels there (the decode case). Rows are not grouped by expert, so
+    expert_start and expert_size are None: the forward GEMMs may use this layout, the weight
+    gradients may not.
+    """
+    T, k = topk_ids.shape
+    n = T * k
+    rows = row_count(T, k, block_m)
+    flat = topk_ids.reshape(-1).astype(jnp.int32)
+    valid = (flat >= 0) & (flat < num_experts)
+    index = jnp.arange(n, dtype=jnp.int32)
+    weight = jnp.where(valid, topk_weights.reshape(-1).astype(jnp.float32), 0.0)
+    return TileLayout(
+        row_token=jnp.pad(index // k, (0, rows - n)),
+        row_weight=jnp.pad(weight, (0, rows - n)),
+        slot_row=jnp.where(valid, index, rows).reshape(T, k),
+        tile_expert=jnp.where(valid, flat, -1),
+        tile_start=index // ALIGN_ROWS * ALIGN_ROWS,
+        tile_lo=index % ALIGN_ROWS,
+        tile_size=valid.astype(jnp.int32),
+        expert_start=None,
+        expert_size=None,
     )

@@ -18,7 +18,7 @@ from jax_moe import reference
 from jax_moe.backends import mosaic_gpu, mosaic_gpu_grad
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.moe import describe
-from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, sort_by_expert, tile_count
+from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, rows_as_tiles, sort_by_expert, tile_count
 from jax_moe.shapes import SHAPES
 from jax_moe.testing import TOLERANCE, relative_error
 from tests.test_moe import make_case, moe_gradients, reference_gradients, upcast
@@ -267,6 +267,43 @@ def test_align_to_tiles(T, k, E, block_m):
     for e in range(E):  # each expert's compact row range
         assert (owner[layout.expert_start[e]:layout.expert_start[e] + layout.expert_size[e]] == e).all()
     assert layout.expert_size.sum() == len(placed)
+
+
+@pytest.mark.parametrize("T, k, E, block_m", [(1, 8, 128, 64), (1, 5, 5, 64), (3, 4, 6, 16), (2, 9, 4, 8)])
+def test_rows_as_tiles(T, k, E, block_m):
+    rng = np.random.default_rng(T * k + E)
+    ids = rng.integers(-1, E + 1, size=(T, k)).astype(np.int32)  # out-of-range ids and repeats
+    ids[0, 0] = 0
+    weights = rng.random((T, k)).astype(np.float32)
+    layout = jax.tree.map(np.asarray, rows_as_tiles(jnp.asarray(ids), jnp.asarray(weights), E, block_m))
+    n, rows = T * k, row_count(T, k, block_m)
+    assert layout.expert_start is None and layout.expert_size is None
+    assert layout.tile_expert.shape == (n,) and layout.row_token.shape == (rows,) and layout.row_weight.shape == (rows,)
+    valid = ((ids >= 0) & (ids < E)).reshape(-1)
+    assert (layout.slot_row.reshape(-1) == np.where(valid, np.arange(n), rows)).all()
+    assert (layout.row_token[:n] == np.arange(n) // k).all() and (layout.row_token[n:] == 0).all()
+    assert (layout.row_weight[:n] == np.where(valid, weights.reshape(-1), 0)).all() and (layout.row_weight[n:] == 0).all()
+    # Tile r holds row r alone (its block aligned and inside the arrays), or nothing for a bad id.
+    assert (layout.tile_expert == np.where(valid, ids.reshape(-1), -1)).all()
+    start, lo, size = layout.tile_start, layout.tile_lo, layout.tile_size
+    assert (start % ALIGN_ROWS == 0).all() and (start + block_m <= rows).all()
+    assert (start + lo == np.arange(n)).all() and (size == valid).all()
+
+
+def test_one_token_forward_skips_the_sort():
+    """One token's forward tiles its rows unsorted (rows_as_tiles) and gives the sorted layout's
+    result bitwise; repeated and out-of-range ids included."""
+    args, _ = make_case(2, 1, 64, 128, 6, 5, dtype=jnp.bfloat16)
+    x, gate, up, down, w, ids = args
+    ids = jnp.asarray([[4, 1, 4, 6, -1]], jnp.int32)
+    problem, weights = describe(x, gate, up, down, w, ids, moe_type="qwen3", activation="silu", interpret=True)
+    run = lambda for_gradients: mosaic_gpu.forward(x, weights, w, ids, problem, True, for_gradients=for_gradients)
+    (unsorted, layout, _), (ordered, sorted_layout, _) = run(False), run(True)
+    assert layout.expert_size is None and sorted_layout.expert_size is not None
+    np.testing.assert_array_equal(unsorted, ordered)
+    zeroed = w.at[0, 3].set(0.0).at[0, 4].set(0.0)
+    expected = reference_of((x, gate, up, down, zeroed, jnp.clip(ids, 0, 5)))
+    assert relative_error(unsorted, expected) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
 
 
 @pytest.mark.parametrize("T, k, E", [(0, 2, 4), (1, 8, 128), (37, 3, 5), (64, 4, 3), (300, 8, 512)])

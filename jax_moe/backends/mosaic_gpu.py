@@ -2,7 +2,8 @@
 
 Pipeline, for bf16 / f16 (x [T, H], k slots per token):
   1. align (jax_moe.permutation.align_to_tiles): rows sorted by expert (compact), covered by
-     64-row tiles that start at multiples of 8 rows and each belong to one expert;
+     64-row tiles that start at multiples of 8 rows and each belong to one expert (one token's
+     forward: rows_as_tiles, one tile per row, no sort);
   2. gather: xs[r] = x[row_token[r]]                                     [rows, H]
   3. expert_up kernel:   h = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   [rows, I]
                          (nomic: act(xs W1[e] + b1[e])); gate and up share one pipeline, fp32
@@ -12,7 +13,7 @@ Pipeline, for bf16 / f16 (x [T, H], k slots per token):
   5. combine: out[t] = sum_j y[slot_row[t, j]], slots summed in order j = 0..k-1 in fp32.
 Each tile stores only its expert's rows (neighbouring tiles may overlap, their rows do not).
 No atomics anywhere: results are bitwise reproducible. Both kernels are persistent (one CTA per
-SM walks the (tile, n-block) grid; tiles past the used ones are skipped) and warp-specialised: a
+SM walks the (tile, n-block) grid; unused tiles are skipped) and warp-specialised: a
 producer warpgroup streams TMA loads through an SMEM ring while two consumer warpgroups, each
 with half of every n-block or every other item whole, run the wgmma and the epilogue (see
 grouped_gemm).
@@ -30,7 +31,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from jax_moe.backends.registry import Backend, ExpertWeights, MoEProblem, register
-from jax_moe.permutation import ALIGN_ROWS, TileLayout, align_to_tiles
+from jax_moe.permutation import ALIGN_ROWS, TileLayout, align_to_tiles, rows_as_tiles
 
 HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
@@ -471,18 +472,21 @@ def gather_rows(x, rows):
 
 
 def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,
-            configs: tuple[GemmConfig, GemmConfig] | None = None, keep_preactivations: bool = False):
+            configs: tuple[GemmConfig, GemmConfig] | None = None, keep_preactivations: bool = False,
+            for_gradients: bool = False):
     """(out [T, H], the TileLayout, the pre-activations (expert_up's) or None) for half x [T, H].
 
-    configs overrides choose_configs (expert_up, expert_down; same block_m). With no tokens the
-    layout is None (no kernel runs)."""
+    configs overrides choose_configs (expert_up, expert_down; same block_m). One token takes
+    rows_as_tiles (no sort) unless for_gradients (the weight gradients need rows grouped by
+    expert: align_to_tiles). With no tokens the layout is None (no kernel runs)."""
     T, H = x.shape
     if T == 0:
         return jnp.zeros_like(x), None, None
     up_cfg, down_cfg = configs or choose_configs(problem)
     if up_cfg.block_m != down_cfg.block_m:
         raise ValueError(f"both kernels tile the same rows: block_m {up_cfg.block_m} != {down_cfg.block_m}")
-    layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
+    tile = rows_as_tiles if T == 1 and not for_gradients else align_to_tiles
+    layout = tile(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
     xs = gather_rows(x, layout.row_token)
     preactivations = None
     if keep_preactivations:

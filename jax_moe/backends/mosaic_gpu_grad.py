@@ -309,7 +309,7 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     """fused_moe's forward for differentiation: (out, residuals). Residuals: the TileLayout and,
     unless problem.recompute, the pre-activations (g, u) [T*k (+slack), I] (nomic: g)."""
     out, layout, preactivations = mosaic_gpu.forward(x, weights, topk_weights, topk_ids, problem, problem.interpret,
-                                                     keep_preactivations=not problem.recompute)
+                                                     keep_preactivations=not problem.recompute, for_gradients=True)
     return out, (layout, preactivations)
 
 
