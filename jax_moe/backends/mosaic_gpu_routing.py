@@ -1,10 +1,11 @@
 """The mosaic_gpu backend's routing kernel: rows ranked by expert on the tensor cores, no sort.
 
 For the flattened routing table (n = T*k rows, each with its expert, or E when out of range),
-one CTA per CHUNK consecutive rows builds the rows' one-hot matrix O [CHUNK, columns] in SMEM and
-multiplies the strictly lower-triangular ones matrix by it (wgmma, bf16 0/1 inputs, exact fp32
-sums): (L O)[i, e] counts the rows before i in the chunk whose expert is e, so row i's rank within
-its chunk and expert is (L O)[i, e_i], and O's column sums are the chunk's expert counts. XLA then
+one CTA per CHUNK consecutive rows builds the rows' one-hot matrix O [CHUNK, columns] in SMEM,
+BLOCK columns at a time, and multiplies the strictly lower-triangular ones matrix by it (wgmma,
+bf16 0/1 inputs, exact fp32 sums): (L O)[i, e] counts the rows before i in the chunk whose expert
+is e, so row i's rank within its chunk and expert is (L O)[i, e_i], and O's column sums are the
+chunk's expert counts. XLA then
 adds the counts of the earlier chunks and the experts before e (two small prefix sums): the stable
 sort by expert of jax_moe.permutation.sort_by_expert, same result, as one kernel instead of XLA's
 radix sort.
@@ -22,12 +23,13 @@ from jax_moe.backends.mosaic_gpu import interpret_params, tiled_swizzled
 from jax_moe.permutation import SortedRows
 
 CHUNK = 64  # rows per CTA: one wgmma M-tile, and the K of the triangular product
-MAX_COLUMNS = 256  # one-hot columns (experts + 1 for out-of-range rows): wgmma's largest N
+BLOCK = 64  # one-hot columns per wgmma: few registers per block, whatever E is
+MAX_COLUMNS = 512  # one-hot columns (experts + 1 for out-of-range rows)
 
 
 def columns_for(num_experts: int) -> int:
-    """One-hot columns for E experts and the out-of-range column: E + 1 rounded up to 64."""
-    return -(-(num_experts + 1) // 64) * 64
+    """One-hot columns for E experts and the out-of-range column: E + 1 rounded up to BLOCK."""
+    return -(-(num_experts + 1) // BLOCK) * BLOCK
 
 
 def fits(num_experts: int) -> bool:
@@ -40,6 +42,7 @@ def chunk_ranks(expert: jax.Array, columns: int, interpret=False) -> tuple[jax.A
      counts int32 [n // CHUNK, columns]: each chunk's rows per expert)."""
     n = expert.shape[0]
     chunks = n // CHUNK
+    blocks = columns // BLOCK
     half = jnp.bfloat16  # 0 / 1 entries and sums below 2^24: exact
 
     def body(expert_ref, rank_ref, counts_ref, ids_smem, lower_smem, onehot_smem, rank_smem, counts_smem, loaded):
@@ -50,19 +53,22 @@ def chunk_ranks(expert: jax.Array, columns: int, interpret=False) -> tuple[jax.A
         lower_smem[...] = plgpu.layout_cast((col < row).astype(jnp.float32), plgpu.Layout.WGMMA).astype(half)
         plgpu.barrier_wait(loaded)
         ids = plgpu.load(ids_smem, layout=plgpu.Layout.WGMMA.reduce(1))
-        column = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (CHUNK, columns), 1), plgpu.Layout.WGMMA)
-        onehot = (lax.broadcast_in_dim(ids, (CHUNK, columns), [0]) == column).astype(jnp.float32)
-        onehot_smem[...] = onehot.astype(half)
-        plgpu.commit_smem()
+        rank = jnp.zeros((CHUNK,), jnp.float32)
+        for b in range(blocks):  # one-hot columns [b * BLOCK, (b + 1) * BLOCK)
+            column = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (CHUNK, BLOCK), 1), plgpu.Layout.WGMMA)
+            onehot = (lax.broadcast_in_dim(ids - b * BLOCK, (CHUNK, BLOCK), [0]) == column).astype(jnp.float32)
+            onehot_smem[b] = onehot.astype(half)
+            plgpu.commit_smem()
 
-        def count_before(acc):
-            plgpu.wgmma(acc, lower_smem, onehot_smem)
-            plgpu.wgmma_wait(0)
-            return acc[...]
+            def count_before(acc, b=b):
+                plgpu.wgmma(acc, lower_smem, onehot_smem.at[b])
+                plgpu.wgmma_wait(0)
+                return acc[...]
 
-        before = pl.run_scoped(count_before, plgpu.ACC((CHUNK, columns), jnp.float32))
-        rank_smem[...] = jnp.sum(before * onehot, axis=1).astype(jnp.int32)
-        counts_smem[...] = jnp.sum(onehot, axis=0).astype(jnp.int32)
+            before = pl.run_scoped(count_before, plgpu.ACC((CHUNK, BLOCK), jnp.float32))
+            rank = rank + jnp.sum(before * onehot, axis=1)
+            counts_smem[pl.ds(b * BLOCK, BLOCK)] = jnp.sum(onehot, axis=0).astype(jnp.int32)
+        rank_smem[...] = rank.astype(jnp.int32)
         plgpu.commit_smem()
         plgpu.copy_smem_to_gmem(rank_smem, rank_ref.at[pl.ds(c * CHUNK, CHUNK)])
         plgpu.copy_smem_to_gmem(counts_smem, counts_ref.at[c])
@@ -73,7 +79,7 @@ def chunk_ranks(expert: jax.Array, columns: int, interpret=False) -> tuple[jax.A
         out_type=(jax.ShapeDtypeStruct((n,), jnp.int32), jax.ShapeDtypeStruct((chunks, columns), jnp.int32)),
         scratch_types=[plgpu.SMEM((CHUNK,), jnp.int32),
                        plgpu.SMEM((CHUNK, CHUNK), half, transforms=tiled_swizzled((CHUNK, CHUNK), half)),
-                       plgpu.SMEM((CHUNK, columns), half, transforms=tiled_swizzled((CHUNK, columns), half)),
+                       plgpu.SMEM((blocks, CHUNK, BLOCK), half, transforms=tiled_swizzled((CHUNK, BLOCK), half)),
                        plgpu.SMEM((CHUNK,), jnp.int32), plgpu.SMEM((columns,), jnp.int32), plgpu.Barrier()],
         grid=(chunks,),
         grid_names=("chunk",),
