@@ -5,10 +5,9 @@ one CTA per CHUNK consecutive rows builds the rows' one-hot matrix O [CHUNK, col
 BLOCK columns at a time, and multiplies the strictly lower-triangular ones matrix by it (wgmma,
 bf16 0/1 inputs, exact fp32 sums): (L O)[i, e] counts the rows before i in the chunk whose expert
 is e, so row i's rank within its chunk and expert is (L O)[i, e_i], and O's column sums are the
-chunk's expert counts. XLA then
-adds the counts of the earlier chunks and the experts before e (two small prefix sums): the stable
-sort by expert of jax_moe.permutation.sort_by_expert, same result, as one kernel instead of XLA's
-radix sort.
+chunk's expert counts. XLA then adds the counts of the earlier chunks and of the experts before
+e (two small prefix sums): jax_moe.permutation.sort_by_expert's stable sort, the same result, with
+one kernel instead of XLA's radix sort.
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ def columns_for(num_experts: int) -> int:
 
 
 def fits(num_experts: int) -> bool:
+    """Whether the kernel ranks rows among num_experts experts (E <= 511)."""
     return columns_for(num_experts) <= MAX_COLUMNS
 
 
