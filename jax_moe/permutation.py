@@ -125,16 +125,19 @@ def row_count(tokens: int, top_k: int, block_m: int) -> int:
     return -(-n // ALIGN_ROWS) * ALIGN_ROWS + block_m
 
 
-def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int) -> TileLayout:
+def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int,
+                   sorted_rows: SortedRows | None = None) -> TileLayout:
     """Per-expert counts, the stable sort of the routed rows by expert and the tiles that cover them.
 
-    Deterministic; the rows of an expert keep their (token, slot) order.
+    Deterministic; the rows of an expert keep their (token, slot) order. sorted_rows: the sort,
+    when the caller ranked the rows itself (a backend's kernel); else sort_by_expert.
     """
     T, k = topk_ids.shape
     n = T * k
     num_tiles = tile_count(T, k, num_experts, block_m)
     rows = row_count(T, k, block_m)
-    sorted_rows = sort_by_expert(topk_ids, num_experts)
+    if sorted_rows is None:
+        sorted_rows = sort_by_expert(topk_ids, num_experts)
     order, rank, counts = sorted_rows.order, sorted_rows.rank, sorted_rows.group_sizes
     routed = jnp.sum(counts)  # in-range rows; out-of-range ones sort after them
     in_range = jnp.arange(n) < routed

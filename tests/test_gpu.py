@@ -154,6 +154,20 @@ def test_mosaic_gpu_on_benchmark_shapes(shape, T, dtype):
     np.testing.assert_array_equal(out, on_gpu_mosaic(args, s.moe_type, s.activation))
 
 
+@pytest.mark.parametrize("T, k, E", [(33, 9, 3), (4096, 8, 128), (16384, 8, 128), (1000, 2, 8), (777, 6, 300),
+                                     (5000, 4, 511)])
+def test_mosaic_gpu_routing_kernel_sorts_like_xla(T, k, E):
+    """The compiled routing kernel (one-hot wgmma ranks) gives XLA's stable sort by expert, with
+    out-of-range ids, a partial last chunk and up to 8 blocks of one-hot columns."""
+    from jax_moe.backends import mosaic_gpu_routing
+    from jax_moe.permutation import sort_by_expert
+    ids = jnp.asarray(np.random.default_rng(T + k + E).integers(-1, E + 1, size=(T, k)), jnp.int32)
+    got = on_gpu(lambda i: mosaic_gpu_routing.sort_by_expert(i, E), ids)
+    want = on_gpu(lambda i: sort_by_expert(i, E, method="argsort"), ids)
+    for name, a, b in zip(want._fields, got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
 @pytest.mark.parametrize("moe_type", ["qwen3", "nomic"])
 @pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_exact", "relu"])
 def test_mosaic_gpu_epilogues(moe_type, activation):

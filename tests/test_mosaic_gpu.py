@@ -15,10 +15,11 @@ from jax._src.pallas.mosaic_gpu.interpret import interpret_pallas_call  # race d
 
 import jax_moe
 from jax_moe import reference
-from jax_moe.backends import mosaic_gpu, mosaic_gpu_grad
+from jax_moe.backends import mosaic_gpu, mosaic_gpu_grad, mosaic_gpu_routing
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.moe import describe
-from jax_moe.permutation import ALIGN_ROWS, align_to_tiles, row_count, rows_as_tiles, sort_by_expert, tile_count
+from jax_moe.permutation import (ALIGN_ROWS, COMPARE_RANK_ROWS, align_to_tiles, row_count, rows_as_tiles, sort_by_expert,
+                                  tile_count)
 from jax_moe.shapes import SHAPES
 from jax_moe.testing import TOLERANCE, relative_error
 from tests.test_moe import make_case, moe_gradients, reference_gradients, upcast
@@ -306,6 +307,36 @@ def test_one_token_forward_skips_the_sort():
     assert relative_error(unsorted, expected) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
 
 
+@pytest.mark.parametrize("T, k, E", [(1, 1, 1), (1, 8, 128), (37, 3, 5), (64, 4, 3), (50, 2, 255), (300, 8, 60),
+                                     (40, 8, 300)])
+def test_routing_kernel_sorts_like_xla(T, k, E):
+    """The one-hot wgmma ranks (mosaic_gpu_routing) give XLA's stable sort by expert: partial
+    chunks, out-of-range ids (last, uncounted), 1 to 5 blocks of one-hot columns, many ties."""
+    ids = np.random.default_rng(T * k + E).integers(-1, E + 1, size=(T, k)).astype(np.int32)
+    got = mosaic_gpu_routing.sort_by_expert(jnp.asarray(ids), E, interpret=True)
+    want = sort_by_expert(jnp.asarray(ids), E, method="argsort")
+    for name, a, b in zip(want._fields, got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+def test_routing_kernel_refuses_what_it_cannot_rank():
+    with pytest.raises(ValueError, match="one-hot columns"):
+        mosaic_gpu_routing.sort_by_expert(jnp.zeros((4, 2), jnp.int32), 512, interpret=True)
+    with pytest.raises(ValueError, match="no routed rows"):
+        mosaic_gpu_routing.sort_by_expert(jnp.zeros((0, 2), jnp.int32), 8, interpret=True)
+
+
+def test_forward_with_the_routing_kernel():
+    """Past COMPARE_RANK_ROWS rows the forward and its gradients sort with the routing kernel."""
+    args, kwargs = make_case(3, 150, 64, 64, 6, 2, dtype=jnp.bfloat16, empty_experts=(2,))
+    assert 150 * 2 > COMPARE_RANK_ROWS
+    out = run_interpreted(args, **kwargs)
+    assert relative_error(out, reference_of(args, **kwargs)) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
+    grads = moe_gradients("mosaic_gpu", args, kwargs, interpret=True)
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(reference_gradients(args, kwargs))):
+        assert relative_error(got, want) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
+
+
 @pytest.mark.parametrize("T, k, E", [(0, 2, 4), (1, 8, 128), (37, 3, 5), (64, 4, 3), (300, 8, 512)])
 def test_sort_by_expert_methods_agree(T, k, E):
     """The all-pairs ranks (decode batches), argsort and the packed-key sort give the same stable
@@ -360,15 +391,17 @@ def test_kernels_lower_for_hopper(shape, T, monkeypatch):
     dropped to keep CI under 15 minutes)."""
     monkeypatch.setattr(mosaic_gpu, "num_sms", lambda interpret: 132)
     problem, args = abstract_problem(shape, T)
+    # The routing kernel ranks the rows past the decode sizes where its one-hot columns fit.
+    routing = int(T * problem.top_k > COMPARE_RANK_ROWS and mosaic_gpu_routing.fits(problem.experts))
     forward = lambda x, w, tw, ti: mosaic_gpu.run(x, w, tw, ti, problem)
-    assert mosaic_kernels_lowered_for_cuda(forward, args) == 2  # expert_up and expert_down
+    assert mosaic_kernels_lowered_for_cuda(forward, args) == 2 + routing  # (routing,) expert_up, expert_down
 
     def forward_and_backward(x, w, tw, ti):
         out, residuals = mosaic_gpu_grad.forward(x, w, tw, ti, problem)
         return mosaic_gpu_grad.backward(residuals, x, w, tw, ti, out, problem)
 
-    # up (keeping the pre-activations), down; down_backward, up_backward, two weight contractions
-    assert mosaic_kernels_lowered_for_cuda(forward_and_backward, args) == 6
+    # (routing,) up (keeping the pre-activations), down; down_backward, up_backward, two weight contractions
+    assert mosaic_kernels_lowered_for_cuda(forward_and_backward, args) == 6 + routing
 
 
 def test_value_and_grad_and_remat_lower_for_hopper(monkeypatch):

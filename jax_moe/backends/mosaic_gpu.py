@@ -1,9 +1,10 @@
 """The "mosaic_gpu" backend: fused_moe as two grouped GEMM kernels in Pallas Mosaic GPU (sm90).
 
 Pipeline, for bf16 / f16 (x [T, H], k slots per token):
-  1. align (jax_moe.permutation.align_to_tiles): rows sorted by expert (compact), covered by
-     64-row tiles that start at multiples of 8 rows and each belong to one expert (one token's
-     forward: rows_as_tiles, one tile per row, no sort);
+  1. align (jax_moe.permutation.align_to_tiles): rows sorted by expert (compact; ranked by the
+     routing kernel of mosaic_gpu_routing, decode batches by XLA), covered by 64-row tiles that
+     start at multiples of 8 rows and each belong to one expert (one token's forward:
+     rows_as_tiles, one tile per row, no sort);
   2. gather: xs[r] = x[row_token[r]]                                     [rows, H]
   3. expert_up kernel:   h = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   [rows, I]
                          (nomic: act(xs W1[e] + b1[e])); gate and up share one pipeline, fp32
@@ -31,7 +32,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from jax_moe.backends.registry import Backend, ExpertWeights, MoEProblem, register
-from jax_moe.permutation import ALIGN_ROWS, TileLayout, align_to_tiles, rows_as_tiles
+from jax_moe.permutation import ALIGN_ROWS, COMPARE_RANK_ROWS, TileLayout, align_to_tiles, rows_as_tiles
 
 HALF_DTYPES = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
@@ -485,8 +486,11 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     up_cfg, down_cfg = configs or choose_configs(problem)
     if up_cfg.block_m != down_cfg.block_m:
         raise ValueError(f"both kernels tile the same rows: block_m {up_cfg.block_m} != {down_cfg.block_m}")
-    tile = rows_as_tiles if T == 1 and not for_gradients else align_to_tiles
-    layout = tile(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
+    if T == 1 and not for_gradients:
+        layout = rows_as_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
+    else:
+        layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
+                                sorted_rows=sort_rows(topk_ids, problem, interpret))
     xs = gather_rows(x, layout.row_token)
     preactivations = None
     if keep_preactivations:
@@ -495,6 +499,14 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
         h = expert_up(layout, xs, weights, problem, up_cfg, interpret)
     y = expert_down(layout, h, weights, problem, down_cfg, interpret)
     return combine_slots(layout, y, problem.top_k, x.dtype), layout, preactivations
+
+
+def sort_rows(topk_ids, problem: MoEProblem, interpret=False):
+    """The rows sorted by expert with the routing kernel (mosaic_gpu_routing), or None (XLA's
+    sort_by_expert) for decode batches, which rank by all-pair compares, or too many experts."""
+    if problem.tokens * problem.top_k <= COMPARE_RANK_ROWS or not mosaic_gpu_routing.fits(problem.experts):
+        return None
+    return mosaic_gpu_routing.sort_by_expert(topk_ids, problem.experts, interpret)
 
 
 def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,
@@ -529,7 +541,7 @@ def unsupported(problem: MoEProblem) -> str | None:
     return None
 
 
-from jax_moe.backends import mosaic_gpu_grad  # noqa: E402  (the backward kernels; it imports this module)
+from jax_moe.backends import mosaic_gpu_grad, mosaic_gpu_routing  # noqa: E402  (they import this module)
 
 register(Backend(name="mosaic_gpu", run=run, unsupported=unsupported, priority=10,
                  forward_for_grad=mosaic_gpu_grad.forward, backward=mosaic_gpu_grad.backward))

@@ -1,0 +1,113 @@
+"""The mosaic_gpu backend's routing kernel: rows ranked by expert on the tensor cores, no sort.
+
+For the flattened routing table (n = T*k rows, each with its expert, or E when out of range),
+one CTA per CHUNK consecutive rows builds the rows' one-hot matrix O [CHUNK, columns] in SMEM,
+BLOCK columns at a time, and multiplies the strictly lower-triangular ones matrix by it (wgmma,
+bf16 0/1 inputs, exact fp32 sums): (L O)[i, e] counts the rows before i in the chunk whose expert
+is e, so row i's rank within its chunk and expert is (L O)[i, e_i], and O's column sums are the
+chunk's expert counts. XLA then adds the counts of the earlier chunks and of the experts before
+e (two small prefix sums): jax_moe.permutation.sort_by_expert's stable sort, the same result, with
+one kernel instead of XLA's radix sort.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from jax_moe.backends.mosaic_gpu import interpret_params, tiled_swizzled
+from jax_moe.permutation import SortedRows
+
+CHUNK = 64  # rows per CTA: one wgmma M-tile, and the K of the triangular product
+BLOCK = 64  # one-hot columns per wgmma: few registers per block, whatever E is
+MAX_COLUMNS = 512  # one-hot columns (experts + 1 for out-of-range rows)
+
+
+def columns_for(num_experts: int) -> int:
+    """One-hot columns for E experts and the out-of-range column: E + 1 rounded up to BLOCK."""
+    return -(-(num_experts + 1) // BLOCK) * BLOCK
+
+
+def fits(num_experts: int) -> bool:
+    """Whether the kernel ranks rows among num_experts experts (E <= 511)."""
+    return columns_for(num_experts) <= MAX_COLUMNS
+
+
+def chunk_ranks(expert: jax.Array, columns: int, interpret=False) -> tuple[jax.Array, jax.Array]:
+    """expert int32 [n] (n a multiple of CHUNK, values in [0, columns)) ->
+    (rank_in_chunk int32 [n]: the rows before it in its chunk with its expert,
+     counts int32 [n // CHUNK, columns]: each chunk's rows per expert)."""
+    n = expert.shape[0]
+    chunks = n // CHUNK
+    blocks = columns // BLOCK
+    half = jnp.bfloat16  # 0 / 1 entries and sums below 2^24: exact
+
+    def body(expert_ref, rank_ref, counts_ref, ids_smem, lower_smem, onehot_smem, rank_smem, counts_smem, loaded):
+        c = lax.axis_index("chunk")
+        plgpu.copy_gmem_to_smem(expert_ref.at[pl.ds(c * CHUNK, CHUNK)], ids_smem, loaded)
+        row = lax.broadcasted_iota(jnp.int32, (CHUNK, CHUNK), 0)
+        col = lax.broadcasted_iota(jnp.int32, (CHUNK, CHUNK), 1)
+        lower_smem[...] = plgpu.layout_cast((col < row).astype(jnp.float32), plgpu.Layout.WGMMA).astype(half)
+        plgpu.barrier_wait(loaded)
+        ids = plgpu.load(ids_smem, layout=plgpu.Layout.WGMMA.reduce(1))
+        rank = jnp.zeros((CHUNK,), jnp.float32)
+        for b in range(blocks):  # one-hot columns [b * BLOCK, (b + 1) * BLOCK)
+            column = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (CHUNK, BLOCK), 1), plgpu.Layout.WGMMA)
+            onehot = (lax.broadcast_in_dim(ids - b * BLOCK, (CHUNK, BLOCK), [0]) == column).astype(jnp.float32)
+            onehot_smem[b] = onehot.astype(half)
+            plgpu.commit_smem()
+
+            def count_before(acc, b=b):
+                plgpu.wgmma(acc, lower_smem, onehot_smem.at[b])
+                plgpu.wgmma_wait(0)
+                return acc[...]
+
+            before = pl.run_scoped(count_before, plgpu.ACC((CHUNK, BLOCK), jnp.float32))
+            rank = rank + jnp.sum(before * onehot, axis=1)
+            counts_smem[pl.ds(b * BLOCK, BLOCK)] = jnp.sum(onehot, axis=0).astype(jnp.int32)
+        rank_smem[...] = rank.astype(jnp.int32)
+        plgpu.commit_smem()
+        plgpu.copy_smem_to_gmem(rank_smem, rank_ref.at[pl.ds(c * CHUNK, CHUNK)])
+        plgpu.copy_smem_to_gmem(counts_smem, counts_ref.at[c])
+        plgpu.wait_smem_to_gmem(0)
+
+    kernel = plgpu.kernel(
+        body,
+        out_type=(jax.ShapeDtypeStruct((n,), jnp.int32), jax.ShapeDtypeStruct((chunks, columns), jnp.int32)),
+        scratch_types=[plgpu.SMEM((CHUNK,), jnp.int32),
+                       plgpu.SMEM((CHUNK, CHUNK), half, transforms=tiled_swizzled((CHUNK, CHUNK), half)),
+                       plgpu.SMEM((blocks, CHUNK, BLOCK), half, transforms=tiled_swizzled((CHUNK, BLOCK), half)),
+                       plgpu.SMEM((CHUNK,), jnp.int32), plgpu.SMEM((columns,), jnp.int32), plgpu.Barrier()],
+        grid=(chunks,),
+        grid_names=("chunk",),
+        kernel_name="jax_moe_chunk_ranks",
+        interpret=interpret_params(interpret),
+    )
+    return kernel(expert)
+
+
+def sort_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> SortedRows:
+    """jax_moe.permutation.sort_by_expert (stable; out-of-range ids last and uncounted), ranked by
+    chunk_ranks. Needs fits(num_experts)."""
+    if not fits(num_experts):
+        raise ValueError(f"{num_experts} experts need {columns_for(num_experts)} one-hot columns; "
+                         f"the kernel takes {MAX_COLUMNS}")
+    flat = topk_ids.reshape(-1).astype(jnp.int32)
+    n = flat.shape[0]
+    if n == 0:
+        raise ValueError("no routed rows: the routing kernel needs T * k >= 1")
+    expert = jnp.where((flat >= 0) & (flat < num_experts), flat, num_experts)
+    padded = -(-n // CHUNK) * CHUNK
+    # Padding rows take the out-of-range column after the real rows: their ranks are >= n.
+    rank_in_chunk, counts = chunk_ranks(jnp.pad(expert, (0, padded - n), constant_values=num_experts),
+                                        columns_for(num_experts), interpret)
+    totals = jnp.sum(counts, axis=0)
+    expert_start = jnp.cumsum(totals) - totals
+    chunk_start = expert_start + jnp.cumsum(counts, axis=0) - counts  # [chunks, columns]
+    index = jnp.arange(n, dtype=jnp.int32)
+    rank = chunk_start[index // CHUNK, expert] + rank_in_chunk[:n]
+    order = jnp.zeros((n,), jnp.int32).at[rank].set(index, unique_indices=True)
+    return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=totals[:num_experts])
