@@ -54,6 +54,8 @@ def main(argv=None) -> None:
         step = jax.jit(layer)
     params = (x, router, gate, up, down)
     jax.block_until_ready(step(*params))  # compile outside the trace
+    if args.kernels:  # before the trace: the two would share CUPTI, which drops activity records
+        print_kernel_times(step, params)
     trace_dir = pathlib.Path(args.trace_dir)
     with jax.profiler.trace(str(trace_dir)):
         start = time.perf_counter()
@@ -64,8 +66,6 @@ def main(argv=None) -> None:
     what = "forward + backward" if args.grad else "forward"
     print(f"{args.shape} T={T} {dtype.name} backend={args.backend} on {jax.devices()[0].device_kind}: "
           f"{elapsed * 1e6:.0f} us per layer {what} (wall, router included); trace in {trace_dir}")
-    if args.kernels:
-        print_kernel_times(step, params)
 
 
 def print_kernel_times(fn, args) -> None:

@@ -267,3 +267,16 @@ def test_tf32_opt_in_on_gpu():
     tf32 = on_gpu(lambda *a: jax_moe.fused_moe(*a, precision="tf32"), *args)
     assert relative_error(exact, ref) <= TOLERANCE[jnp.dtype(jnp.float32)]
     assert TOLERANCE[jnp.dtype(jnp.float32)] < relative_error(tf32, ref) <= 5e-3
+
+
+def test_profile_prints_each_kernels_time(tmp_path, capsys):
+    """`python -m jax_moe.profile --kernels` on the GPU: CUPTI per-kernel times (the profiler
+    once ran after jax.profiler.trace, whose CUPTI session made it drop records and abort)."""
+    from jax_moe import profile
+
+    profile.main(["--shape", "qwen3_30b_a3b", "--tokens", "4096", "--backend", "mosaic_gpu", "--steps", "2",
+                  "--kernels", "--trace-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    total = [line for line in out.splitlines() if " kernels" in line and line.endswith("kernels")]
+    assert total and float(total[0].split()[0]) > 0, out
+    assert "expert_up" in out and "expert_down" in out, out
