@@ -24,7 +24,10 @@ from jax_moe.permutation import align_to_tiles, row_count
 # (block_m, block_n, block_k, stages, consumers, staging_chunks, alternate) candidates per kernel; the
 # first is the reference. stages is a maximum: the ring takes as many as fit the SMEM.
 CANDIDATES = {
-    "down_backward": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 0, True), (64, 128, 64, 5, 2, 1, True)],
+    # 256 columns (each consumer's wgmma 128 wide: half the SMEM operand reads per FLOP of 64) fit the
+    # SMEM with outputs staged a chunk at a time: 5 ring stages of 32-row k-blocks, or 2 of 64.
+    "down_backward": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 0, True), (64, 128, 64, 5, 2, 1, True),
+                      (64, 256, 32, 6, 2, 1, False), (64, 256, 64, 5, 2, 1, False)],
     "up_backward": [(64, 256, 64, 5, 2, 1, False), (64, 256, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 1, True)],
     "expert_up": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 0, True)],
     "expert_up_keep": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 1, True)],
