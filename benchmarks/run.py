@@ -1,4 +1,4 @@
-"""jax-moe benchmark: router and MoE tables against anchors measured in the same process.
+"""jax-moe benchmark: router, permutation and MoE tables against anchors measured in the same process.
 
     python -m benchmarks.run                      # everything this machine's size allows
     python -m benchmarks.run --suites router,seed --dtypes bfloat16 --out DIR
@@ -26,7 +26,8 @@ import numpy as np
 import jax_moe
 from benchmarks import harness
 from benchmarks.anchors import ANCHORS
-from jax_moe import backends, reference
+from jax_moe import backends, permutation, reference
+from jax_moe.backends import mosaic_gpu_routing
 from jax_moe.moe import describe
 from jax_moe.shapes import SHAPES, MoEShape
 from jax_moe.testing import TOLERANCE, max_relative_error, relative_error
@@ -81,6 +82,41 @@ def router_rows(ceilings: harness.Ceilings, dtypes, sink) -> None:
             row.update(bytes=moved, floor_us=ceilings.floor_us(0, moved))
             sink(row)
             log(f"router {row['dtype']} E={E} k={k} T={T}: {timing.us:.1f} us chained, kernel {timing.kernel_us}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Permutation: the mosaic_gpu backend's routing kernels against the XLA they replace
+
+
+def permutation_row(shape: MoEShape, T: int, ceilings: harness.Ceilings, interpret=False) -> dict:
+    """Rows ranked by expert (SortedRows) with mosaic_gpu_routing's kernel and with XLA's sort
+    (jax_moe.permutation.sort_by_expert), checked equal, then timed (interpret: CPU logic only)."""
+    E, k = shape.experts, shape.top_k
+    _, ids, _ = jax_moe.topk_softmax(jax.random.normal(jax.random.key(T), (T, E)), k)
+    ours = lambda i: mosaic_gpu_routing.sort_by_expert(i, E, interpret)
+    xla = lambda i: permutation.sort_by_expert(i, E)
+    equal = all(np.array_equal(a, b) for a, b in zip(jax.jit(ours)(ids), jax.jit(xla)(ids)))
+    n = T * k
+    moved = n * 4 * 4  # ids read; order, rank, expert written (int32)
+    row = dict(suite="permutation", op="sort by expert", shape=shape.name, T=T, equal=equal, bytes=moved,
+               floor_us=ceilings.floor_us(0, moved))
+    if not equal:
+        return dict(row, status="FAIL")
+    for name, fn in (("jax_moe", ours), ("xla", xla)):
+        timing = harness.time_chained(fn, (ids,))
+        row.update({f"{name}_us": timing.us, f"{name}_kernel_us": harness.kernel_time(fn, (ids,))})
+    return dict(row, status="ok")
+
+
+def permutation_rows(ceilings: harness.Ceilings, sink) -> None:
+    if not GPU:
+        log("permutation suite skipped: its kernels are Mosaic GPU (sm90) code")
+        return
+    for name, T in (("qwen3_30b_a3b", 4096), ("qwen3_30b_a3b", 16384), ("deepseek_v3", 4096)):
+        row = permutation_row(SHAPES[name], T, ceilings)
+        sink(row)
+        log(f"permutation {row['op']} {name} T={T}: {row['status']}, jax-moe {row.get('jax_moe_us', 0):.1f} us, "
+            f"XLA {row.get('xla_us', 0):.1f} us")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -250,6 +286,17 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                          f"{fmt(r.get('jax_moe_kernel_us'))} | {fmt(r.get('xla_us'))} | {fmt(r.get('xla_kernel_us'))} | "
                          f"{fmt(speedup, 2)} | {fmt(r.get('floor_us'), 2)} | {r['ids_equal']} |")
         lines.append("")
+    permutation_table = [r for r in rows if r["suite"] == "permutation"]
+    if permutation_table:
+        lines += ["## Permutation kernels (mosaic_gpu backend) against the XLA they replace", "",
+                  "| op | shape | T | jax-moe us | kernel us | XLA us | XLA kernel us | speed-up (kernel) | floor us | equal |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for r in permutation_table:
+            ours, theirs = r.get("jax_moe_kernel_us"), r.get("xla_kernel_us")
+            speedup = theirs / ours if ours and theirs else None
+            lines.append(f"| {r['op']} | {r['shape']} | {r['T']} | {fmt(r.get('jax_moe_us'))} | {fmt(ours)} | "
+                         f"{fmt(r.get('xla_us'))} | {fmt(theirs)} | {fmt(speedup, 2)} | {fmt(r['floor_us'], 2)} | {r['equal']} |")
+        lines.append("")
     for suite, title in (("moe", "MoE forward (routing given)"),
                          ("moe-grad", "MoE forward + backward (routing given; d x, d weights, d topk_weights)")):
         moe = [r for r in rows if r["suite"] == suite]
@@ -315,8 +362,9 @@ TRAIN_ROWS_CPU = {"seed_nomic": (32,), "seed_qwen3": (32,)}
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--suites", default="router,seed,models,train",
-                        help="comma list of router, seed, models, train (forward + backward)")
+    parser.add_argument("--suites", default="router,permutation,seed,models,train",
+                        help="comma list of router, permutation (the routing kernels, GPU), seed, models, "
+                             "train (forward + backward)")
     parser.add_argument("--dtypes", default=None, help="comma list (default: all three on GPU, f32,bf16 on CPU)")
     parser.add_argument("--shapes", default=None, help="model shapes for the models suite (default: all); also filters the train suite")
     parser.add_argument("--tokens", default=None, help="comma list of T overriding the defaults")
@@ -363,6 +411,8 @@ def main(argv=None) -> int:
 
     if "router" in suites:
         router_rows(ceilings, dtypes, sink)
+    if "permutation" in suites:
+        permutation_rows(ceilings, sink)
     override = tuple(int(t) for t in args.tokens.split(",")) if args.tokens else None
     if "seed" in suites:
         seed_tokens = override or (SEED_TOKENS if GPU else (32, 128))

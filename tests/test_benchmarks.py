@@ -84,3 +84,16 @@ def test_moe_row_times_the_routing_too(monkeypatch):
     (fn, args), = timed
     assert len(args) == 5  # x, weights, topk_weights, topk_ids, cotangent
     assert " sort(" in jax.jit(fn).lower(*args).compile().as_text()  # the argsort by expert is timed
+
+
+def test_permutation_row_checks_then_times_the_routing_kernel():
+    """The permutation suite's row (here the kernel in interpret mode, a tiny shape): the routing
+    kernel's SortedRows equal XLA's sort before either is timed, and the table shows the row."""
+    from benchmarks.run import markdown, permutation_row
+
+    ceilings = harness.Ceilings(matmul_tflops=1.0, copy_gbs=10.0, matmul_f32_tflops=1.0)
+    row = permutation_row(MoEShape("tiny", 16, 24, 70, 3), 40, ceilings, interpret=True)
+    assert row["status"] == "ok" and row["equal"] and row["jax_moe_us"] > 0 and row["xla_us"] > 0
+    meta = dict(device="cpu", date="today", jax=jax.__version__, matmul_tflops=1.0, copy_gbs=10.0,
+                matmul_kind="f32", platform="cpu")
+    assert "| sort by expert | tiny | 40 |" in markdown(meta, [row])
