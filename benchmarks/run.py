@@ -265,6 +265,13 @@ def fmt(value, digits=1):
     return str(value)
 
 
+def timing_cells(r: dict, speedup) -> str:
+    """The router and permutation tables' shared cells: jax-moe and XLA, chained and kernel us, the
+    speed-up, the floor."""
+    return (f"{fmt(r.get('jax_moe_us'))} | {fmt(r.get('jax_moe_kernel_us'))} | {fmt(r.get('xla_us'))} | "
+            f"{fmt(r.get('xla_kernel_us'))} | {fmt(speedup, 2)} | {fmt(r.get('floor_us'), 2)}")
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [f"# jax-moe benchmark, {meta['device']}, {meta['date']}", "",
              f"jax {meta['jax']}; ceilings measured in this run: {meta['matmul_tflops']:.3g} TFLOP/s "
@@ -282,9 +289,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         for r in router:
             speedup = (r["xla_kernel_us"] / r["jax_moe_kernel_us"]) if r.get("xla_kernel_us") and r.get("jax_moe_kernel_us") else (
                 r["xla_us"] / r["jax_moe_us"] if r.get("xla_us") else None)
-            lines.append(f"| {r['dtype']} | {r['variant']} | {r['E']} | {r['k']} | {r['T']} | {fmt(r.get('jax_moe_us'))} | "
-                         f"{fmt(r.get('jax_moe_kernel_us'))} | {fmt(r.get('xla_us'))} | {fmt(r.get('xla_kernel_us'))} | "
-                         f"{fmt(speedup, 2)} | {fmt(r.get('floor_us'), 2)} | {r['ids_equal']} |")
+            lines.append(f"| {r['dtype']} | {r['variant']} | {r['E']} | {r['k']} | {r['T']} | {timing_cells(r, speedup)} | "
+                         f"{r['ids_equal']} |")
         lines.append("")
     permutation_table = [r for r in rows if r["suite"] == "permutation"]
     if permutation_table:
@@ -294,8 +300,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         for r in permutation_table:
             ours, theirs = r.get("jax_moe_kernel_us"), r.get("xla_kernel_us")
             speedup = theirs / ours if ours and theirs else None
-            lines.append(f"| {r['op']} | {r['shape']} | {r['T']} | {fmt(r.get('jax_moe_us'))} | {fmt(ours)} | "
-                         f"{fmt(r.get('xla_us'))} | {fmt(theirs)} | {fmt(speedup, 2)} | {fmt(r['floor_us'], 2)} | {r['equal']} |")
+            lines.append(f"| {r['op']} | {r['shape']} | {r['T']} | {timing_cells(r, speedup)} | {r['equal']} |")
         lines.append("")
     for suite, title in (("moe", "MoE forward (routing given)"),
                          ("moe-grad", "MoE forward + backward (routing given; d x, d weights, d topk_weights)")):

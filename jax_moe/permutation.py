@@ -34,6 +34,12 @@ class SortedRows(NamedTuple):
 COMPARE_RANK_ROWS = 256
 
 
+def flat_experts(topk_ids: jax.Array, num_experts: int) -> jax.Array:
+    """int32 [T*k]: the flattened routing table's expert ids, num_experts for ids outside [0, E)."""
+    flat = topk_ids.reshape(-1).astype(jnp.int32)
+    return jnp.where((flat >= 0) & (flat < num_experts), flat, num_experts)
+
+
 def sort_by_expert(topk_ids: jax.Array, num_experts: int, method: str = "auto") -> SortedRows:
     """Sorts the flattened [T, k] routing table by expert id (stable).
 
@@ -43,9 +49,8 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, method: str = "auto") 
     to COMPARE_RANK_ROWS rows, else "packed" where it fits, else "argsort"). Every method gives the
     same result.
     """
-    flat = topk_ids.reshape(-1).astype(jnp.int32)
-    n = flat.shape[0]
-    expert = jnp.where((flat >= 0) & (flat < num_experts), flat, num_experts)
+    expert = flat_experts(topk_ids, num_experts)
+    n = expert.shape[0]
     row_bits = max(1, (n - 1).bit_length())
     packable = row_bits + num_experts.bit_length() <= 31  # experts 0..E (E: out of range), rows 0..n-1
     if method == "auto":
@@ -183,15 +188,15 @@ def rows_as_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int
     T, k = topk_ids.shape
     n = T * k
     rows = row_count(T, k, block_m)
-    flat = topk_ids.reshape(-1).astype(jnp.int32)
-    valid = (flat >= 0) & (flat < num_experts)
+    expert = flat_experts(topk_ids, num_experts)
+    valid = expert < num_experts
     index = jnp.arange(n, dtype=jnp.int32)
     weight = jnp.where(valid, topk_weights.reshape(-1).astype(jnp.float32), 0.0)
     return TileLayout(
         row_token=jnp.pad(index // k, (0, rows - n)),
         row_weight=jnp.pad(weight, (0, rows - n)),
         slot_row=jnp.where(valid, index, rows).reshape(T, k),
-        tile_expert=jnp.where(valid, flat, -1),
+        tile_expert=jnp.where(valid, expert, -1),
         tile_start=index // ALIGN_ROWS * ALIGN_ROWS,
         tile_lo=index % ALIGN_ROWS,
         tile_size=valid.astype(jnp.int32),

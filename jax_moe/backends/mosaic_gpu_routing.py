@@ -19,7 +19,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from jax_moe.backends.mosaic_gpu import interpret_params, tiled_swizzled
-from jax_moe.permutation import SortedRows
+from jax_moe.permutation import SortedRows, flat_experts
 
 CHUNK = 64  # rows per CTA: one wgmma M-tile, and the K of the triangular product
 BLOCK = 64  # one-hot columns per wgmma: few registers per block, whatever E is
@@ -95,11 +95,10 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> So
     if not fits(num_experts):
         raise ValueError(f"{num_experts} experts need {columns_for(num_experts)} one-hot columns; "
                          f"the kernel takes {MAX_COLUMNS}")
-    flat = topk_ids.reshape(-1).astype(jnp.int32)
-    n = flat.shape[0]
+    expert = flat_experts(topk_ids, num_experts)
+    n = expert.shape[0]
     if n == 0:
         raise ValueError("no routed rows: the routing kernel needs T * k >= 1")
-    expert = jnp.where((flat >= 0) & (flat < num_experts), flat, num_experts)
     padded = -(-n // CHUNK) * CHUNK
     # Padding rows take the out-of-range column after the real rows: their ranks are >= n.
     rank_in_chunk, counts = chunk_ranks(jnp.pad(expert, (0, padded - n), constant_values=num_experts),
