@@ -237,6 +237,36 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers)
         np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("block_k, consumers", [(16, 1), (32, 2)])
+def test_expert_contraction_keeps_each_experts_rows_apart(block_k, consumers):
+    """Expert sizes 16, 32, 5, 0, 17, 64 at rows 0, 16, 48, 53, 53, 70: experts 1 (and 0 at block_k 16)
+    whole blocks, nothing masked; 2 a partial last block; 4 and 5 starting off the 8-row grid, so a
+    masked first block too. Expert 1's rows are NaN in the lhs and the slack past the routed rows
+    NaN: only expert 1's sums may be NaN."""
+    sizes = [16, 32, 5, 0, 17, 64]
+    E, M, N = len(sizes), 64, 64
+    ids = jnp.asarray(np.repeat(np.arange(E), sizes).reshape(-1, 1), jnp.int32)  # T = 134 tokens, k = 1
+    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64)
+    start = np.asarray(layout.expert_start)
+    assert list(np.asarray(layout.expert_size)) == sizes and list(start) == list(np.cumsum([0] + sizes[:-1]))
+    rows = row_count(ids.shape[0], 1, 64)
+    rng = np.random.default_rng(1)
+    lhs = np.asarray(rng.normal(size=(rows, M)), np.float32)
+    lhs[start[1]:start[1] + sizes[1]] = np.nan
+    lhs[sum(sizes):] = np.nan
+    rhs = np.asarray(rng.normal(size=(rows, N)), np.float32)
+    cfg = mosaic_gpu_grad.ContractionConfig(64, 64, block_k, 2, consumers)
+    (out,) = mosaic_gpu_grad.expert_contraction(layout, jnp.asarray(lhs, jnp.bfloat16), [jnp.asarray(rhs, jnp.bfloat16)],
+                                                cfg, jnp.float32, interpret=True)
+    a, b = (np.asarray(jnp.asarray(v, jnp.bfloat16), np.float32) for v in (lhs, rhs))
+    out = np.asarray(out)
+    for e, (s, n) in enumerate(zip(start, sizes)):
+        if e == 1:
+            assert np.isnan(out[e]).all()
+        else:
+            np.testing.assert_allclose(out[e], a[s:s + n].T @ b[s:s + n], rtol=1e-5, atol=1e-4, err_msg=f"expert {e}")
+
+
 @pytest.mark.parametrize("T, k, E, block_m", [(0, 2, 4, 64), (1, 1, 1, 64), (37, 3, 5, 8), (50, 4, 4, 16), (9, 2, 130, 8),
                                          (300, 8, 128, 64)])
 def test_align_to_tiles(T, k, E, block_m):

@@ -29,7 +29,7 @@ from jax.experimental.pallas import mosaic_gpu as plgpu
 from jax_moe.backends import mosaic_gpu
 from jax_moe.backends.mosaic_gpu import GemmConfig, grouped_gemm, interpret_params, tiled_swizzled
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
-from jax_moe.permutation import TileLayout
+from jax_moe.permutation import ALIGN_ROWS, TileLayout
 
 
 def _sigmoid(v):
@@ -158,15 +158,16 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     """out[a][e] = lhs[rows of e]^T @ rhs_list[a][rows of e]: [E, M, N] per rhs, fp32 accumulation.
 
     lhs [rows, M], each rhs [rows, N]; expert e owns rows [expert_start[e], + expert_size[e]).
-    Rows outside an expert's range are masked to zero in SMEM (they may hold anything, NaN
-    included); experts without rows get zeros. The rows are read in blocks of block_k from the
-    block that holds the expert's first row, so the arrays need block_k - 1 rows of slack past
-    the routed rows (the TileLayout's row_count gives block_m).
+    The rows are read in blocks of block_k from the expert's first row rounded down to ALIGN_ROWS
+    (Mosaic's TMA takes 8-row-aligned starts), so only the first block (up to 7 rows of the
+    previous expert) and a partial last block (the next expert's rows, or slack that may hold
+    anything, NaN included) hold rows of others: those are masked to zero in SMEM, the other
+    blocks are not touched. The arrays need block_k - 1 rows of slack past the routed rows (the
+    TileLayout's row_count gives block_m). Experts without rows get zeros.
 
     Warp-specialised: a producer warpgroup streams the row blocks of all of a CTA's (expert,
     m-block, n-block) items through one SMEM ring; cfg.consumers warpgroups take alternate items
-    whole, so one's masking (an expert's first and last row blocks) and epilogue overlap the
-    other's MMAs. Each consumer has its own set of per-slot full barriers, so that it waits on
+    whole, so one's masking and epilogue overlap the other's MMAs. Each consumer has its own set of per-slot full barriers, so that it waits on
     every phase of the barriers it waits on (the phase parity is tracked per thread).
     """
     rows, M = lhs.shape
@@ -177,11 +178,10 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         raise ValueError(f"{cfg} does not tile M={M}, N={N}")
     m_tiles, n_tiles, n_acc = M // bm, N // bn, len(rhs_list)
     dtype = lhs.dtype
-    first_block = tiles.expert_start // bk
-    num_blocks = jnp.where(tiles.expert_size > 0,
-                           (tiles.expert_start + tiles.expert_size + bk - 1) // bk - first_block, 0)
+    lead = tiles.expert_start % ALIGN_ROWS  # rows of the previous expert before the first block's start
+    num_blocks = jnp.where(tiles.expert_size > 0, (lead + tiles.expert_size + bk - 1) // bk, 0)
 
-    def body(start_ref, size_ref, first_ref, blocks_ref, lhs_ref, *refs):
+    def body(start_ref, size_ref, blocks_ref, lhs_ref, *refs):
         rhs_refs, out_refs = refs[:n_acc], refs[n_acc:2 * n_acc]
         (lhs_ring, rhs_rings, full, empty), out_smems = refs[2 * n_acc:]
         wg = lax.axis_index("wg")
@@ -203,7 +203,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
             return walked[0]
 
         def produce(e, mi, ni, nb, first_step, local):
-            first_row = first_ref[e] * bk
+            first_row = pl.multiple_of(start_ref[e] // ALIGN_ROWS * ALIGN_ROWS, ALIGN_ROWS)
             owner = lax.rem(local, consumers)  # the consumer whose full barriers signal the loads
 
             @pl.loop(0, nb)
@@ -225,13 +225,14 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
             pl.when(lax.rem(local, consumers) == wg)(lambda: consume_item(e, mi, ni, nb, first_step))
 
         def consume_item(e, mi, ni, nb, first_step):
-            start, end = start_ref[e], start_ref[e] + size_ref[e]
-            first_row = first_ref[e] * bk
+            lead = lax.rem(start_ref[e], ALIGN_ROWS)
+            end = lead + size_ref[e]  # the expert's rows are [lead, end) of its row blocks
+            masked_first, masked_last = lead != 0, lax.rem(end, bk) != 0
 
             def mask(smem, k):  # zero the rows of other experts (or of nobody)
                 row = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, smem.shape, 0),
-                                        plgpu.Layout.WGMMA) + (first_row + k * bk)
-                smem[...] = jnp.where((row >= start) & (row < end), smem[...], 0).astype(smem.dtype)
+                                        plgpu.Layout.WGMMA) + k * bk
+                smem[...] = jnp.where((row >= lead) & (row < end), smem[...], 0).astype(smem.dtype)
 
             def accumulate(*acc_refs):
                 @pl.loop(0, nb)
@@ -240,7 +241,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     slot = lax.rem(step, stages)
                     plgpu.barrier_wait(full.at[wg * stages + slot])
 
-                    @pl.when((k == 0) | (k == nb - 1))
+                    @pl.when(((k == 0) & masked_first) | ((k == nb - 1) & masked_last))
                     def _():
                         for smem in (lhs_ring.at[slot], *(ring.at[slot] for ring in rhs_rings)):
                             mask(smem, k)
@@ -290,7 +291,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         kernel_name="jax_moe_expert_contraction",
         interpret=interpret_params(interpret),
     )
-    return kernel(tiles.expert_start, tiles.expert_size, first_block.astype(jnp.int32), num_blocks.astype(jnp.int32),
+    return kernel(tiles.expert_start, tiles.expert_size, num_blocks.astype(jnp.int32),
                   lhs, *rhs_list)
 
 
