@@ -80,7 +80,12 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, method: str = "auto") 
 
 
 class TileLayout(NamedTuple):
-    """The routed rows sorted by expert (compact), covered by M-tiles that each belong to one expert.
+    """The routed rows sorted by expert, covered by M-tiles that each belong to one expert.
+
+    Compact (each expert's rows follow the previous expert's), or with every expert starting at a
+    multiple of ALIGN_ROWS (align_to_tiles(aligned_experts=True): up to ALIGN_ROWS - 1 unowned rows
+    after each expert, holding anything, so that a kernel's 8-row-aligned blocks start at the
+    expert's first row).
 
     A tile spans rows [tile_start, tile_start + block_m) of the sorted order, tile_start a multiple
     of ALIGN_ROWS, and owns the valid rows [tile_start + tile_lo, tile_start + tile_lo + tile_size):
@@ -89,15 +94,16 @@ class TileLayout(NamedTuple):
     aligned groups; vLLM's moe_align_block_size pads every expert to whole tiles instead, which
     costs up to block_m - 1 rows of work and HBM traffic per expert).
 
-    Static sizes: N = T*k routed rows; ``rows`` = N rounded up to ALIGN_ROWS plus block_m, so that
-    every tile's block lies inside the arrays; num_tiles = N // block_m + 2 * min(E, N).
+    Static sizes: N = T*k routed rows; ``rows`` = row_count (N rounded up to ALIGN_ROWS plus
+    block_m, so that every tile's block lies inside the arrays, plus ALIGN_ROWS per expert that can
+    have rows when aligned); num_tiles = N // block_m + 2 * min(E, N).
 
     row_token:   int32 [rows]      token whose x feeds the row (0 past the routed rows)
     row_weight:  f32   [rows]      routing weight of the row (0 past the routed rows)
     slot_row:    int32 [T, k]      sorted row of each (token, slot); ``rows`` for out-of-range ids
     tile_expert: int32 [num_tiles] expert of each tile, -1 for tiles past the used ones
     tile_start, tile_lo, tile_size: int32 [num_tiles] the tile's block and its valid rows
-    expert_start, expert_size: int32 [E] each expert's rows [start, start + size) (compact);
+    expert_start, expert_size: int32 [E] each expert's rows [start, start + size);
                  None in rows_as_tiles' layout, whose rows are not grouped by expert
     """
 
@@ -124,34 +130,51 @@ def tile_count(tokens: int, top_k: int, num_experts: int, block_m: int) -> int:
     return n // block_m + 2 * min(num_experts, n)
 
 
-def row_count(tokens: int, top_k: int, block_m: int) -> int:
-    """Static length of the sorted-row arrays: the routed rows, aligned, plus one tile of slack."""
+def row_count(tokens: int, top_k: int, block_m: int, aligned_experts: int = 0) -> int:
+    """Static length of the sorted-row arrays: the routed rows, aligned, plus one tile of slack.
+    aligned_experts: E when every expert starts on the ALIGN_ROWS grid (0: compact), which adds up
+    to ALIGN_ROWS - 1 rows after each expert that can have rows (ALIGN_ROWS counted: the length
+    stays a multiple of ALIGN_ROWS, as TMA wants)."""
     n = tokens * top_k
-    return -(-n // ALIGN_ROWS) * ALIGN_ROWS + block_m
+    return -(-n // ALIGN_ROWS) * ALIGN_ROWS + block_m + ALIGN_ROWS * min(aligned_experts, n)
 
 
 def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int,
-                   sorted_rows: SortedRows | None = None) -> TileLayout:
+                   sorted_rows: SortedRows | None = None, aligned_experts: bool = False) -> TileLayout:
     """Per-expert counts, the stable sort of the routed rows by expert and the tiles that cover them.
 
     Deterministic; the rows of an expert keep their (token, slot) order. sorted_rows: the sort,
     when the caller ranked the rows itself (a backend's kernel); else sort_by_expert.
+    aligned_experts: every expert starts on the ALIGN_ROWS grid (see TileLayout).
     """
     T, k = topk_ids.shape
     n = T * k
     num_tiles = tile_count(T, k, num_experts, block_m)
-    rows = row_count(T, k, block_m)
+    rows = row_count(T, k, block_m, num_experts if aligned_experts else 0)
     if sorted_rows is None:
         sorted_rows = sort_by_expert(topk_ids, num_experts)
     order, rank, counts = sorted_rows.order, sorted_rows.rank, sorted_rows.group_sizes
     routed = jnp.sum(counts)  # in-range rows; out-of-range ones sort after them
     in_range = jnp.arange(n) < routed
-    row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(jnp.where(in_range, order // k, 0))
-    row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(
-        jnp.where(in_range, topk_weights.reshape(-1).astype(jnp.float32)[order], 0.0))
-    slot_row = jnp.where(rank < routed, rank, rows).reshape(T, k)
+    token = jnp.where(in_range, order // k, 0)
+    weight = jnp.where(in_range, topk_weights.reshape(-1).astype(jnp.float32)[order], 0.0)
+    packed_start = jnp.cumsum(counts) - counts  # [E] first row of each expert when compact
+    if aligned_experts:
+        span = (counts + ALIGN_ROWS - 1) // ALIGN_ROWS * ALIGN_ROWS
+        start = jnp.cumsum(span) - span  # [E] first row of each expert
+        shift = start - packed_start  # [E] how far each expert's rows move
+        row_expert = jnp.minimum(sorted_rows.expert, num_experts - 1)
+        position = jnp.where(in_range, jnp.arange(n) + shift[row_expert], rows)  # rows: dropped
+        row_token = jnp.zeros((rows,), jnp.int32).at[position].set(token, mode="drop")
+        row_weight = jnp.zeros((rows,), jnp.float32).at[position].set(weight, mode="drop")
+        slot_shift = shift[jnp.clip(topk_ids.reshape(-1), 0, num_experts - 1)]
+    else:
+        start = packed_start
+        row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(token)
+        row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(weight)
+        slot_shift = 0
+    slot_row = jnp.where(rank < routed, rank + slot_shift, rows).reshape(T, k)
 
-    start = jnp.cumsum(counts) - counts  # [E] first sorted row of each expert
     aligned = start // ALIGN_ROWS * ALIGN_ROWS
     expert_tiles = jnp.where(counts > 0, (start + counts - aligned + block_m - 1) // block_m, 0)
     tile_end = jnp.cumsum(expert_tiles)  # [E] first tile past each expert

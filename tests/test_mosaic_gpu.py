@@ -267,37 +267,43 @@ def test_expert_contraction_keeps_each_experts_rows_apart(block_k, consumers):
             np.testing.assert_allclose(out[e], a[s:s + n].T @ b[s:s + n], rtol=1e-5, atol=1e-4, err_msg=f"expert {e}")
 
 
+@pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("T, k, E, block_m", [(0, 2, 4, 64), (1, 1, 1, 64), (37, 3, 5, 8), (50, 4, 4, 16), (9, 2, 130, 8),
                                          (300, 8, 128, 64)])
-def test_align_to_tiles(T, k, E, block_m):
+def test_align_to_tiles(T, k, E, block_m, aligned):
     rng = np.random.default_rng(T + E)
     ids = rng.integers(-1, E + 1, size=(T, k)).astype(np.int32)  # includes out-of-range ids
     weights = rng.random((T, k)).astype(np.float32)
-    layout = jax.tree.map(np.asarray, align_to_tiles(jnp.asarray(ids), jnp.asarray(weights), E, block_m))
-    num_tiles, rows = tile_count(T, k, E, block_m), row_count(T, k, block_m)
+    layout = align_to_tiles(jnp.asarray(ids), jnp.asarray(weights), E, block_m, aligned_experts=aligned)
+    layout = jax.tree.map(np.asarray, layout)
+    num_tiles, rows = tile_count(T, k, E, block_m), row_count(T, k, block_m, E if aligned else 0)
     assert layout.tile_expert.shape == (num_tiles,) and layout.row_token.shape == (rows,)
     out_of_range = (ids < 0) | (ids >= E)
     assert (layout.slot_row[out_of_range] == rows).all()
-    # The in-range rows come first, sorted by expert, (token, slot) order within an expert.
-    placed = layout.slot_row[~out_of_range]
-    assert sorted(placed) == list(range(len(placed)))
-    order = [(ids[t, j], t, j) for t in range(T) for j in range(k) if not out_of_range[t, j]]
-    for r, (e, t, j) in enumerate(sorted(order)):
-        assert layout.slot_row[t, j] == r and layout.row_token[r] == t and layout.row_weight[r] == weights[t, j]
-    assert (layout.row_weight[len(placed):] == 0).all()
+    # Sorted by expert, (token, slot) order within an expert; experts one after the other, each
+    # from the next row (compact) or from the next multiple of ALIGN_ROWS (aligned).
+    order = sorted((ids[t, j], t, j) for t in range(T) for j in range(k) if not out_of_range[t, j])
+    sizes = np.bincount([e for e, _, _ in order], minlength=E)
+    spans = -(-sizes // ALIGN_ROWS) * ALIGN_ROWS if aligned else sizes
+    starts = np.cumsum(spans) - spans
+    assert (layout.expert_start == starts).all() and (layout.expert_size == sizes).all()
+    expected_owner = np.full(rows, -1)
+    for r, (e, t, j) in enumerate(order):
+        position = starts[e] + r - (np.cumsum(sizes) - sizes)[e]
+        assert layout.slot_row[t, j] == position and layout.row_token[position] == t
+        assert layout.row_weight[position] == weights[t, j]
+        expected_owner[position] = e
+    assert (layout.row_weight[expected_owner < 0] == 0).all() and (layout.row_token[expected_owner < 0] == 0).all()
     # Tiles: aligned blocks inside the arrays whose valid rows partition the sorted rows by expert.
     used = layout.tile_expert >= 0
     assert (layout.tile_expert[used.sum():] == -1).all() and used[:used.sum()].all()
-    owner = np.full(len(placed), -1)
+    owner = np.full(rows, -1)
     for e, start, lo, size in zip(layout.tile_expert[used], layout.tile_start[used], layout.tile_lo[used],
                                   layout.tile_size[used]):
         assert start % ALIGN_ROWS == 0 and start + block_m <= rows and 0 < size and lo + size <= block_m
         assert (owner[start + lo:start + lo + size] == -1).all()
         owner[start + lo:start + lo + size] = e
-    assert (owner == [e for e, _, _ in sorted(order)]).all()
-    for e in range(E):  # each expert's compact row range
-        assert (owner[layout.expert_start[e]:layout.expert_start[e] + layout.expert_size[e]] == e).all()
-    assert layout.expert_size.sum() == len(placed)
+    assert (owner == expected_owner).all()
 
 
 @pytest.mark.parametrize("T, k, E, block_m", [(1, 8, 128, 64), (1, 5, 5, 64), (3, 4, 6, 16), (2, 9, 4, 8)])

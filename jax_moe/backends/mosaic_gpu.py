@@ -479,7 +479,9 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
 
     configs overrides choose_configs (expert_up, expert_down; same block_m). One token takes
     rows_as_tiles (no sort) unless for_gradients (the weight gradients need rows grouped by
-    expert: align_to_tiles). With no tokens the layout is None (no kernel runs)."""
+    expert: align_to_tiles). for_gradients starts every expert on the 8-row grid, so that the
+    weight-gradient contraction's row blocks start at the expert's first row (no masked first
+    block). With no tokens the layout is None (no kernel runs)."""
     T, H = x.shape
     if T == 0:
         return jnp.zeros_like(x), None, None
@@ -490,7 +492,7 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
         layout = rows_as_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
-                                sorted_rows=sort_rows(topk_ids, problem, interpret))
+                                sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
     xs = gather_rows(x, layout.row_token)
     preactivations = None
     if keep_preactivations:
