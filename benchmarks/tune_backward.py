@@ -46,13 +46,18 @@ def main(argv=None):
     problem = MoEProblem(T, H, I, E, k, jnp.dtype(jnp.bfloat16), "qwen3", "silu", False, "gpu")
     key = jax.random.split(jax.random.key(0), 9)
     _, ids = jax.lax.top_k(jax.random.normal(key[0], (T, E)), k)
-    layout = align_to_tiles(ids, jax.nn.softmax(jax.random.normal(key[8], (T, k))), E, 64)
-    rows = row_count(T, k, 64)
+    # The training layout, as the backward builds it: every expert on the 8-row grid.
+    layout = align_to_tiles(ids, jax.nn.softmax(jax.random.normal(key[8], (T, k))), E, 64, aligned_experts=True)
+    rows = row_count(T, k, 64, aligned_experts=E)
     normal = lambda i, shape, scale=1.0: (jax.random.normal(key[i], shape) * scale).astype(jnp.bfloat16)
     xs, dys, g, u = normal(1, (rows, H)), normal(2, (rows, H)), normal(3, (rows, I)), normal(4, (rows, I))
     w = ExpertWeights(normal(5, (E, H, I), 0.02), normal(6, (E, H, I), 0.02), normal(7, (E, I, H), 0.02),
                       None, None, None)
-    valid = np.arange(rows) < T * k
+    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
+    owned = np.zeros(rows + 1, np.int32)  # rows owned by an expert: the ones the kernels write
+    np.add.at(owned, start, 1)
+    np.add.at(owned, start + size, -1)
+    valid = np.cumsum(owned[:rows]) > 0
     kernels = {
         "down_backward": lambda cfg: grad.down_backward(layout, dys, (g, u), w, problem, cfg)[0],
         "up_backward": lambda cfg: (grad.up_backward(layout, (g, u), w, problem, cfg),),

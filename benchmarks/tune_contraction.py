@@ -36,8 +36,9 @@ def main(argv=None):
     T, E, H, I = args.tokens, s.experts, s.hidden, s.intermediate
     key = jax.random.split(jax.random.key(0), 4)
     _, ids = jax.lax.top_k(jax.random.normal(key[0], (T, E)), s.top_k)
-    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64)
-    rows = row_count(T, s.top_k, 64)
+    # The training layout, as the backward builds it: every expert on the 8-row grid.
+    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64, aligned_experts=True)
+    rows = row_count(T, s.top_k, 64, aligned_experts=E)
     xs = jax.random.normal(key[1], (rows, H), jnp.bfloat16)
     dg = jax.random.normal(key[2], (rows, I), jnp.bfloat16)
     du = jax.random.normal(key[3], (rows, I), jnp.bfloat16)
