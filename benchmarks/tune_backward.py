@@ -53,11 +53,7 @@ def main(argv=None):
     xs, dys, g, u = normal(1, (rows, H)), normal(2, (rows, H)), normal(3, (rows, I)), normal(4, (rows, I))
     w = ExpertWeights(normal(5, (E, H, I), 0.02), normal(6, (E, H, I), 0.02), normal(7, (E, I, H), 0.02),
                       None, None, None)
-    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
-    owned = np.zeros(rows + 1, np.int32)  # rows owned by an expert: the ones the kernels write
-    np.add.at(owned, start, 1)
-    np.add.at(owned, start + size, -1)
-    valid = np.cumsum(owned[:rows]) > 0
+    valid = np.asarray(layout.slot_row).reshape(-1)  # the routed rows: the ones the kernels write
     kernels = {
         "down_backward": lambda cfg: grad.down_backward(layout, dys, (g, u), w, problem, cfg)[0],
         "up_backward": lambda cfg: (grad.up_backward(layout, (g, u), w, problem, cfg),),

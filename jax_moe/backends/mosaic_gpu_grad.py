@@ -167,8 +167,9 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
     Warp-specialised: a producer warpgroup streams the row blocks of all of a CTA's (expert,
     m-block, n-block) items through one SMEM ring; cfg.consumers warpgroups take alternate items
-    whole, so one's masking and epilogue overlap the other's MMAs. Each consumer has its own set of per-slot full barriers, so that it waits on
-    every phase of the barriers it waits on (the phase parity is tracked per thread).
+    whole, so one's masking and epilogue overlap the other's MMAs. Each consumer has its own set
+    of per-slot full barriers, so that it waits on every phase of the barriers it waits on (the
+    phase parity is tracked per thread).
     """
     rows, M = lhs.shape
     N = rhs_list[0].shape[1]
