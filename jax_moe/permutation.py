@@ -99,12 +99,15 @@ class TileLayout(NamedTuple):
     have rows when aligned); num_tiles = N // block_m + 2 * min(E, N).
 
     row_token:   int32 [rows]      token whose x feeds the row (0 past the routed rows)
-    row_weight:  f32   [rows]      routing weight of the row (0 past the routed rows)
+    row_weight:  f32   [rows]      routing weight of the row (0 past the routed rows);
+                 None in rows_as_tiles' layout, which has tile_weight instead
     slot_row:    int32 [T, k]      sorted row of each (token, slot); ``rows`` for out-of-range ids
-    tile_expert: int32 [num_tiles] expert of each tile, -1 for tiles past the used ones
+    tile_expert: int32 [num_tiles] expert of each tile; a tile whose expert is outside [0, E)
+                 (-1 for tiles past the used ones) has no work
     tile_start, tile_lo, tile_size: int32 [num_tiles] the tile's block and its valid rows
     expert_start, expert_size: int32 [E] each expert's rows [start, start + size);
                  None in rows_as_tiles' layout, whose rows are not grouped by expert
+    tile_weight: f32   [num_tiles] routing weight of the tile's one row (rows_as_tiles), else None
     """
 
     row_token: jax.Array
@@ -116,6 +119,7 @@ class TileLayout(NamedTuple):
     tile_size: jax.Array
     expert_start: jax.Array
     expert_size: jax.Array
+    tile_weight: jax.Array | None = None
 
 
 ALIGN_ROWS = 8  # tile starts: TMA-friendly row offsets
@@ -202,29 +206,30 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
 
 
 def rows_as_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int) -> TileLayout:
-    """Each routed row as its own M-tile, in (token, slot) order: no sort, a few elementwise ops.
+    """Each routed row as its own M-tile, in (token, slot) order: no sort, no scatter.
 
     Same static sizes as align_to_tiles except num_tiles = T*k. For one token, whose k experts
     are distinct, the grouped GEMMs read each expert's weights once, as with align_to_tiles, which
-    costs about a dozen small kernels there (the decode case). Rows are not grouped by expert, so
-    expert_start and expert_size are None: the forward GEMMs may use this layout, the weight
-    gradients may not.
+    costs about a dozen small kernels there (the decode case). The tables hold the routing as it
+    is (tile_expert: the ids, out-of-range ones included, which the kernels skip; tile_weight: the
+    weights), so that no XLA op runs on them: at one token every such op is a ~1 us kernel.
+    Rows are not grouped by expert, so expert_start and expert_size are None: the forward GEMMs may
+    use this layout, the weight gradients may not.
     """
     T, k = topk_ids.shape
     n = T * k
     rows = row_count(T, k, block_m)
-    expert = flat_experts(topk_ids, num_experts)
-    valid = expert < num_experts
+    valid = flat_experts(topk_ids, num_experts) < num_experts
     index = jnp.arange(n, dtype=jnp.int32)
-    weight = jnp.where(valid, topk_weights.reshape(-1).astype(jnp.float32), 0.0)
     return TileLayout(
         row_token=jnp.pad(index // k, (0, rows - n)),
-        row_weight=jnp.pad(weight, (0, rows - n)),
+        row_weight=None,
         slot_row=jnp.where(valid, index, rows).reshape(T, k),
-        tile_expert=jnp.where(valid, expert, -1),
+        tile_expert=topk_ids.reshape(-1).astype(jnp.int32),
         tile_start=index // ALIGN_ROWS * ALIGN_ROWS,
         tile_lo=index % ALIGN_ROWS,
-        tile_size=valid.astype(jnp.int32),
+        tile_size=jnp.ones((n,), jnp.int32),
         expert_start=None,
         expert_size=None,
+        tile_weight=topk_weights.reshape(-1).astype(jnp.float32),
     )

@@ -220,9 +220,12 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     phases: (lhs [rows, K_p], rhs_tuple) pairs, every rhs [E, K_p, N] (or [E, N, K_p] with
     transpose_rhs), each tuple one rhs per accumulator; the phases run one after the other into
     the same accumulators. outs: one [rows, N] array per out_dtypes entry, written only in the
-    tiles' valid rows. vectors: (kind, array) pairs fetched into SMEM for the epilogue: "row"
+    tiles' valid rows. vectors: (kind, array) pairs for the epilogue, fetched into SMEM: "row"
     f32 [rows] (one value per row, broadcast over the columns), "col" f32 [E, N] (one per column
-    of the tile's expert), "tile" [rows, N] (the tile's block itself). The epilogue sees one
+    of the tile's expert), "tile" [rows, N] (the tile's block itself); or read as one scalar:
+    "scalar" f32 [num_tiles] (one value per tile, broadcast over its block). Tiles whose expert
+    is outside [0, E) have no work (the tile tables of rows_as_tiles hold the routing ids as they
+    are). The epilogue sees one
     consumer's block_m x (block_n / consumers) part of the tile (alternate: the whole block_m x
     block_n) and returns one fp32 tile of that shape per output, and with row_sums also a
     [block_m] vector: those are written to an extra f32 [num_tiles * n_blocks * parts, block_m]
@@ -251,6 +254,8 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     m_tiles, n_tiles = tiles.tile_expert.shape[0], out_cols // bn
     n_acc, n_vec, n_out = len(phases[0][1]), len(vectors), len(out_dtypes)
     kinds = [kind for kind, _ in vectors]
+    staged_vectors = [i for i, kind in enumerate(kinds) if kind != "scalar"]  # those with SMEM staging
+    num_experts = phases[0][1][0].shape[0]
     rhs_block = (bn, bk) if transpose_rhs else (bk, bn)
     steps_per_item = sum(lhs.shape[1] // bk for lhs, _ in phases)
     operands = [operand for lhs, rhs_tuple in phases for operand in (lhs, *rhs_tuple)]
@@ -272,8 +277,9 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 mi, ni = plgpu.planar_snake(loop_info.index[0], (m_tiles, n_tiles), 0, cfg.tile_width)
                 e = expert_ref[mi]
                 owner = lax.rem(items, consumers) if alternate else 0
-                pl.when(e >= 0)(lambda: item(mi, ni, e, steps, owner))
-                busy = (e >= 0).astype(jnp.int32)
+                has_work = (e >= 0) & (e < num_experts)
+                pl.when(has_work)(lambda: item(mi, ni, e, steps, owner))
+                busy = has_work.astype(jnp.int32)
                 return steps + busy * steps_per_item, items + busy
 
             return walked[0]
@@ -313,9 +319,11 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             """Columns [part * wn, + wn) of the item's n-block; its loads signal owner's full barriers."""
             start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
             col0 = ni * bn + part * wn
-            my_vectors = [smem.at[wg] for smem in vector_smems]
+            my_vectors = dict(zip(staged_vectors, (smem.at[wg] for smem in vector_smems)))
             my_barrier = lambda i: vector_barriers.at[wg * n_vec + i]  # this consumer's, for operand i
             for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
+                if kind == "scalar":
+                    continue
                 if kind == "row":
                     src = ref.at[pl.ds(start, bm)]
                 elif kind == "col":
@@ -348,6 +356,9 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, wn), jnp.float32)] * n_acc)
             vector_tiles = []
             for i, kind in enumerate(kinds):
+                if kind == "scalar":
+                    vector_tiles.append(lax.broadcast_in_dim(vector_refs[i][mi], (bm, wn), ()))
+                    continue
                 plgpu.barrier_wait(my_barrier(i))
                 if kind == "tile":
                     vector_tiles.append(plgpu.load(my_vectors[i], layout=plgpu.Layout.WGMMA).astype(jnp.float32))
@@ -394,7 +405,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     if row_sums:
         out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles * parts, bm), jnp.float32))
         staging.append(plgpu.SMEM((consumers, bm), jnp.float32))
-    vector_smems = [vector_staging(kind, a) for kind, a in vectors]
+    vector_smems = [vector_staging(*vectors[i]) for i in staged_vectors]
     stages = ring_stages(cfg, (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize, staging + vector_smems)
     ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=tiled_swizzled((bm, bk), dtype)),
             [plgpu.SMEM((stages, *rhs_block), dtype, transforms=tiled_swizzled(rhs_block, dtype))] * n_acc,
@@ -446,9 +457,10 @@ def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem
 
 
 def expert_down(tiles: TileLayout, h, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
-    """y [rows, H] = row_weight * (h Wd[e] + bd[e])   (nomic: h W2[e]^T + bd[e])."""
+    """y [rows, H] = row_weight * (h Wd[e] + bd[e])   (nomic: h W2[e]^T + bd[e]); the weight
+    is the tile's (tile_weight) in rows_as_tiles' layout."""
     gated = problem.moe_type == "qwen3"
-    vectors = [("row", tiles.row_weight)]
+    vectors = [("row", tiles.row_weight) if tiles.tile_weight is None else ("scalar", tiles.tile_weight)]
     if weights.down_bias is not None:
         vectors.append(("col", weights.down_bias.astype(jnp.float32)))
 
