@@ -12,6 +12,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class SortedRows(NamedTuple):
@@ -212,7 +213,8 @@ def rows_as_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int
     are distinct, the grouped GEMMs read each expert's weights once, as with align_to_tiles, which
     costs about a dozen small kernels there (the decode case). The tables hold the routing as it
     is (tile_expert: the ids, out-of-range ones included, which the kernels skip; tile_weight: the
-    weights), so that no XLA op runs on them: at one token every such op is a ~1 us kernel.
+    weights) and the rest as constants, so that the only XLA op on them is slot_row's select: at
+    one token every such op is a ~1 us kernel.
     Rows are not grouped by expert, so expert_start and expert_size are None: the forward GEMMs may
     use this layout, the weight gradients may not.
     """
@@ -220,15 +222,15 @@ def rows_as_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int
     n = T * k
     rows = row_count(T, k, block_m)
     valid = flat_experts(topk_ids, num_experts) < num_experts
-    index = jnp.arange(n, dtype=jnp.int32)
+    index = np.arange(n, dtype=np.int32)  # static tables: constants, not XLA ops on iotas
     return TileLayout(
-        row_token=jnp.pad(index // k, (0, rows - n)),
+        row_token=jnp.asarray(np.pad(index // k, (0, rows - n))),
         row_weight=None,
         slot_row=jnp.where(valid, index, rows).reshape(T, k),
         tile_expert=topk_ids.reshape(-1).astype(jnp.int32),
-        tile_start=index // ALIGN_ROWS * ALIGN_ROWS,
-        tile_lo=index % ALIGN_ROWS,
-        tile_size=jnp.ones((n,), jnp.int32),
+        tile_start=jnp.asarray(index // ALIGN_ROWS * ALIGN_ROWS),
+        tile_lo=jnp.asarray(index % ALIGN_ROWS),
+        tile_size=jnp.asarray(np.ones(n, np.int32)),
         expert_start=None,
         expert_size=None,
         tile_weight=topk_weights.reshape(-1).astype(jnp.float32),

@@ -532,7 +532,13 @@ def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, 
 def combine_slots(tiles: TileLayout, row_values, top_k: int, dtype):
     """out [T, C] = sum_j row_values[slot_row[t, j]] (row_values [rows, C]) in the order j = 0..k-1,
     in fp32, cast to dtype: bitwise reproducible. Out-of-range slots add zero."""
-    slots = jnp.take(row_values, tiles.slot_row, axis=0, mode="fill", fill_value=0).astype(jnp.float32)
+    if tiles.tile_weight is not None:  # rows_as_tiles: slot (t, j) is row t * k + j, or out of range
+        T, k = tiles.slot_row.shape
+        slots = row_values[:T * k].reshape(T, k, -1).astype(jnp.float32)
+        # A select on the values (fused with the sum), not a gather through computed indices.
+        slots = jnp.where((tiles.slot_row < row_values.shape[0])[..., None], slots, 0.0)
+    else:
+        slots = jnp.take(row_values, tiles.slot_row, axis=0, mode="fill", fill_value=0).astype(jnp.float32)
     out = slots[:, 0]
     for j in range(1, top_k):
         out = out + slots[:, j]
