@@ -105,7 +105,9 @@ class TileLayout(NamedTuple):
     slot_row:    int32 [T, k]      sorted row of each (token, slot); ``rows`` for out-of-range ids
     tile_expert: int32 [num_tiles] expert of each tile; a tile whose expert is outside [0, E)
                  (-1 for tiles past the used ones) has no work
-    tile_start, tile_lo, tile_size: int32 [num_tiles] the tile's block and its valid rows
+    tile_start, tile_lo, tile_size: int32 [num_tiles] the tile's block and its valid rows; None in
+                 rows_as_tiles' layout, where tile r holds row r alone (its block starts at r
+                 rounded down to ALIGN_ROWS)
     expert_start, expert_size: int32 [E] each expert's rows [start, start + size);
                  None in rows_as_tiles' layout, whose rows are not grouped by expert
     tile_weight: f32   [num_tiles] routing weight of the tile's one row (rows_as_tiles), else None
@@ -213,8 +215,9 @@ def rows_as_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int
     are distinct, the grouped GEMMs read each expert's weights once, as with align_to_tiles, which
     costs about a dozen small kernels there (the decode case). The tables hold the routing as it
     is (tile_expert: the ids, out-of-range ones included, which the kernels skip; tile_weight: the
-    weights) and the rest as constants, so that the only XLA op on them is slot_row's select: at
-    one token every such op is a ~1 us kernel.
+    weights) and leave the tiles' rows to the kernels (tile_start, tile_lo, tile_size: None), so
+    that the only XLA op on them is slot_row's select, which fuses into the combine: at one token
+    every op is a ~1 us kernel, and a constant table is materialised by one too.
     Rows are not grouped by expert, so expert_start and expert_size are None: the forward GEMMs may
     use this layout, the weight gradients may not.
     """
@@ -222,15 +225,15 @@ def rows_as_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int
     n = T * k
     rows = row_count(T, k, block_m)
     valid = flat_experts(topk_ids, num_experts) < num_experts
-    index = np.arange(n, dtype=np.int32)  # static tables: constants, not XLA ops on iotas
+    index = np.arange(n, dtype=np.int32)
     return TileLayout(
         row_token=jnp.asarray(np.pad(index // k, (0, rows - n))),
         row_weight=None,
         slot_row=jnp.where(valid, index, rows).reshape(T, k),
         tile_expert=topk_ids.reshape(-1).astype(jnp.int32),
-        tile_start=jnp.asarray(index // ALIGN_ROWS * ALIGN_ROWS),
-        tile_lo=jnp.asarray(index % ALIGN_ROWS),
-        tile_size=jnp.asarray(np.ones(n, np.int32)),
+        tile_start=None,
+        tile_lo=None,
+        tile_size=None,
         expert_start=None,
         expert_size=None,
         tile_weight=topk_weights.reshape(-1).astype(jnp.float32),

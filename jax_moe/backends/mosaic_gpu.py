@@ -260,12 +260,23 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     steps_per_item = sum(lhs.shape[1] // bk for lhs, _ in phases)
     operands = [operand for lhs, rhs_tuple in phases for operand in (lhs, *rhs_tuple)]
 
-    def body(expert_ref, start_ref, lo_ref, size_ref, *refs):
+    row_tiles = tiles.tile_start is None  # rows_as_tiles: tile r is row r alone
+    tables = (tiles.tile_expert,) if row_tiles else (tiles.tile_expert, tiles.tile_start, tiles.tile_lo, tiles.tile_size)
+
+    def body(*refs):
+        (expert_ref, *row_refs), refs = refs[:len(tables)], refs[len(tables):]
         operand_refs, refs = refs[:len(operands)], refs[len(operands):]
         vector_refs, refs = refs[:n_vec], refs[n_vec:]
         out_refs, refs = refs[:n_out + row_sums], refs[n_out + row_sums:]
         (lhs_ring, rhs_rings, full, empty), (out_smems, vector_smems, vector_barriers) = refs
         wg = lax.axis_index("wg")
+
+        def tile_rows(mi):
+            """(block start, first valid row in the block, valid rows) of tile mi."""
+            if row_tiles:
+                return pl.multiple_of(mi // ALIGN_ROWS * ALIGN_ROWS, ALIGN_ROWS), lax.rem(mi, ALIGN_ROWS), jnp.int32(1)
+            start_ref, lo_ref, size_ref = row_refs
+            return pl.multiple_of(start_ref[mi], ALIGN_ROWS), lo_ref[mi], size_ref[mi]
 
         def walk(item):
             """Runs item(mi, ni, e, first_step, owner) over this CTA's non-empty (tile, n-block)
@@ -291,7 +302,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 first, position = first + lhs.shape[1] // bk, position + 1 + n_acc
 
         def produce(mi, ni, e, first_step, owner):
-            start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
+            start = tile_rows(mi)[0]
             for phase_first, k_steps, lhs_ref, rhs_refs in phase_steps():
                 @pl.loop(0, k_steps)
                 def _(k):
@@ -317,7 +328,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
 
         def consume_part(mi, ni, e, first_step, owner, part):
             """Columns [part * wn, + wn) of the item's n-block; its loads signal owner's full barriers."""
-            start = pl.multiple_of(start_ref[mi], ALIGN_ROWS)
+            start, lo, size = tile_rows(mi)
             col0 = ni * bn + part * wn
             my_vectors = dict(zip(staged_vectors, (smem.at[wg] for smem in vector_smems)))
             my_barrier = lambda i: vector_barriers.at[wg * n_vec + i]  # this consumer's, for operand i
@@ -381,7 +392,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                         out_smem[c] = tile[:, (first + c) * OUT_CHUNK:(first + c + 1) * OUT_CHUNK]
                 plgpu.commit_smem()
                 for out_smem, out_ref in zip(my_staging[:n_out], out_refs[:n_out]):
-                    _store_rows(out_smem, out_ref, start, lo_ref[mi], size_ref[mi], col0 + first * OUT_CHUNK, bm)
+                    _store_rows(out_smem, out_ref, start, lo, size, col0 + first * OUT_CHUNK, bm)
             if row_sums:
                 plgpu.copy_smem_to_gmem(my_staging[n_out], out_refs[n_out].at[(mi * n_tiles + ni) * parts + part])
                 plgpu.commit_smem_to_gmem_group()
@@ -422,7 +433,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         kernel_name=name,
         interpret=interpret_params(interpret),
     )
-    return kernel(tiles.tile_expert, tiles.tile_start, tiles.tile_lo, tiles.tile_size, *operands,
+    return kernel(*tables, *operands,
                   *(array for _, array in vectors))
 
 
