@@ -53,9 +53,10 @@ struct RouterArgs {
 };
 
 // Order-preserving map of non-NaN floats to unsigned ints; no float maps to 0, the "taken" mark.
+// Branch-free: negative floats flip every bit, the others only the sign bit.
 __device__ __forceinline__ uint32_t OrderedBits(float f) {
   const uint32_t u = __float_as_uint(f);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+  return u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
 }
 
 // The float whose OrderedBits is `ordered` (ordered != 0).
@@ -104,8 +105,7 @@ __device__ __forceinline__ void LoadLogits(const In* src, int first, int E, floa
 constexpr uint32_t kPackedIdMask = 0x1fffu;
 __device__ __forceinline__ uint32_t PackedKey(float logit16, int id) {
   // CanonicalKey without branches: x + 0 folds -0.0 into +0.0, and fmaxf(NaN, -inf) = -inf.
-  const uint32_t u = __float_as_uint(fmaxf(logit16 + 0.0f, -INFINITY));
-  const uint32_t ordered = u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
+  const uint32_t ordered = OrderedBits(fmaxf(logit16 + 0.0f, -INFINITY));
   return (ordered & ~kPackedIdMask) | (kPackedIdMask - static_cast<uint32_t>(id));
 }
 __device__ __forceinline__ int32_t PackedKeyId(uint32_t key) {
