@@ -164,13 +164,18 @@ SMEM_BYTES = 227 * 1024  # an sm90 CTA's shared memory
 SMEM_RESERVE = 4096  # barriers, Mosaic GPU's own scratch and alignment (measured: up to 3.7 KiB)
 
 
-def ring_stages(cfg, stage_bytes: int, other_smem) -> int:
-    """Stages of a producer's SMEM ring: as many as fit next to other_smem (plgpu.SMEM scratch),
-    at most cfg.stages."""
+def ring_slots(stage_bytes: int, other_smem) -> int:
+    """Ring stages of stage_bytes that fit in the SMEM next to other_smem (plgpu.SMEM scratch)."""
     other = sum(math.prod(ref.shape) * jnp.dtype(ref.dtype).itemsize for ref in other_smem)
-    stages = min(cfg.stages, (SMEM_BYTES - SMEM_RESERVE - other) // stage_bytes)
+    return (SMEM_BYTES - SMEM_RESERVE - other) // stage_bytes
+
+
+def ring_stages(cfg, stage_bytes: int, other_smem) -> int:
+    """Stages of a producer's SMEM ring: as many as fit next to other_smem, at most cfg.stages."""
+    stages = min(cfg.stages, ring_slots(stage_bytes, other_smem))
     if stages < 2:
-        raise ValueError(f"{cfg}: {other} B of epilogue staging leave no room for a 2-stage ring")
+        raise ValueError(f"{cfg}: the epilogue's SMEM ({[ref.shape for ref in other_smem]}) leaves no room for a "
+                         f"2-stage ring of {stage_bytes} B stages")
     return stages
 
 
@@ -383,21 +388,23 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             results = epilogue(accs, vector_tiles)
             out_tiles, row_sum = (results[:-1], results[-1]) if row_sums else (results, None)
             plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's stores have read the SMEM
-            my_staging = [smem.at[wg] for smem in out_smems]
+            my_staging = [out_smems[0 if shared_staging else o].at[wg] for o in range(n_out)]
             out_tiles = [tile.astype(d) for tile, d in zip(out_tiles, out_dtypes)]
             if row_sums:
-                my_staging[n_out][...] = row_sum
+                out_smems[-1].at[wg][...] = row_sum
+            turns = [[o] for o in range(n_out)] if shared_staging else [list(range(n_out))]  # outputs staged at once
             for first in range(0, chunks, staged):  # rounds of `staged` chunks through the staging
-                if first:  # the previous round's stores (one group per output) have read the SMEM
-                    plgpu.wait_smem_to_gmem(0, wait_read_only=True)
-                for out_smem, tile in zip(my_staging, out_tiles):
-                    for c in range(staged):
-                        out_smem[c] = tile[:, (first + c) * OUT_CHUNK:(first + c + 1) * OUT_CHUNK]
-                plgpu.commit_smem()
-                for out_smem, out_ref in zip(my_staging[:n_out], out_refs[:n_out]):
-                    _store_rows(out_smem, out_ref, start, *valid_rows(mi), col0 + first * OUT_CHUNK, bm)
+                for turn, outs in enumerate(turns):
+                    if first or turn:  # the previous stores have read the SMEM
+                        plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                    for o in outs:
+                        for c in range(staged):
+                            my_staging[o][c] = out_tiles[o][:, (first + c) * OUT_CHUNK:(first + c + 1) * OUT_CHUNK]
+                    plgpu.commit_smem()
+                    for o in outs:
+                        _store_rows(my_staging[o], out_refs[o], start, *valid_rows(mi), col0 + first * OUT_CHUNK, bm)
             if row_sums:
-                plgpu.copy_smem_to_gmem(my_staging[n_out], out_refs[n_out].at[(mi * n_tiles + ni) * parts + part])
+                plgpu.copy_smem_to_gmem(out_smems[-1].at[wg], out_refs[n_out].at[(mi * n_tiles + ni) * parts + part])
                 plgpu.commit_smem_to_gmem_group()
 
         warpgroup_roles(wg, consumers, stages, empty, walk, produce, consume)
@@ -415,12 +422,21 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         return plgpu.SMEM((consumers, bm if kind == "row" else wn), jnp.float32)
 
     out_types = [jax.ShapeDtypeStruct((rows, out_cols), d) for d in out_dtypes]
-    staging = [out_staging(d) for d in out_dtypes]
+    others = [vector_staging(*vectors[i]) for i in staged_vectors]  # SMEM beside the ring and the outputs' staging
     if row_sums:
         out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles * parts, bm), jnp.float32))
-        staging.append(plgpu.SMEM((consumers, bm), jnp.float32))
-    vector_smems = [vector_staging(*vectors[i]) for i in staged_vectors]
-    stages = ring_stages(cfg, (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize, staging + vector_smems)
+        others.append(plgpu.SMEM((consumers, bm), jnp.float32))
+    stage_bytes = (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize
+    separate = [out_staging(d) for d in out_dtypes]
+    # Outputs of one dtype take turns in one staging buffer where a buffer each would cost a ring
+    # stage (expert_up keeping g, u at Qwen3-30B-A3B T=4096: three 16 KiB buffers leave 4 stages).
+    shared_staging = (len(set(out_dtypes)) == 1 and n_out > 1
+                      and ring_slots(stage_bytes, separate + others) < min(cfg.stages, ring_slots(stage_bytes, separate[:1] + others)))
+    staging = separate[:1] if shared_staging else separate
+    if row_sums:
+        staging.append(others.pop())
+    vector_smems = others
+    stages = ring_stages(cfg, stage_bytes, staging + vector_smems)
     ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=tiled_swizzled((bm, bk), dtype)),
             [plgpu.SMEM((stages, *rhs_block), dtype, transforms=tiled_swizzled(rhs_block, dtype))] * n_acc,
             plgpu.Barrier(num_arrivals=1 + n_acc, num_barriers=stages * (consumers if alternate else 1)),  # full
