@@ -428,9 +428,11 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         others.append(plgpu.SMEM((consumers, bm), jnp.float32))
     stage_bytes = (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize
     separate = [out_staging(d) for d in out_dtypes]
-    # Outputs of one dtype take turns in one staging buffer where a buffer each would cost a ring
-    # stage (expert_up keeping g, u at Qwen3-30B-A3B T=4096: three 16 KiB buffers leave 4 stages).
-    shared_staging = (len(set(out_dtypes)) == 1 and n_out > 1
+    # On alternate items, outputs of one dtype take turns in one staging buffer where a buffer each
+    # would cost a ring stage: the turns' waits overlap the other consumer's MMAs (H100, expert_up
+    # keeping g, u at Qwen3-30B-A3B T=4096: 4 -> 5 stages, 496 -> 452 us). On split items both
+    # consumers wait at once (T=1024: 326 -> 329-345 us), so they keep a buffer each.
+    shared_staging = (alternate and len(set(out_dtypes)) == 1 and n_out > 1
                       and ring_slots(stage_bytes, separate + others) < min(cfg.stages, ring_slots(stage_bytes, separate[:1] + others)))
     staging = separate[:1] if shared_staging else separate
     if row_sums:
