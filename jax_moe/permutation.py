@@ -124,6 +124,11 @@ class TileLayout(NamedTuple):
     expert_size: jax.Array
     tile_weight: jax.Array | None = None
 
+    @property
+    def one_row_per_tile(self) -> bool:
+        """rows_as_tiles' layout: tile r holds row r alone, the (token, slot) row r = t * k + j."""
+        return self.tile_start is None
+
 
 ALIGN_ROWS = 8  # tile starts: TMA-friendly row offsets
 

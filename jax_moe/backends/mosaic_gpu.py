@@ -266,7 +266,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     steps_per_item = sum(lhs.shape[1] // bk for lhs, _ in phases)
     operands = [operand for lhs, rhs_tuple in phases for operand in (lhs, *rhs_tuple)]
 
-    row_tiles = tiles.tile_start is None  # rows_as_tiles: tile r is row r alone
+    row_tiles = tiles.one_row_per_tile
     tables = (tiles.tile_expert,) if row_tiles else (tiles.tile_expert, tiles.tile_start, tiles.tile_lo, tiles.tile_size)
 
     def body(*refs):
@@ -423,10 +423,11 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         return plgpu.SMEM((consumers, bm if kind == "row" else wn), jnp.float32)
 
     out_types = [jax.ShapeDtypeStruct((rows, out_cols), d) for d in out_dtypes]
-    others = [vector_staging(*vectors[i]) for i in staged_vectors]  # SMEM beside the ring and the outputs' staging
+    vector_smems = [vector_staging(*vectors[i]) for i in staged_vectors]
+    row_sum_staging = [plgpu.SMEM((consumers, bm), jnp.float32)] if row_sums else []
     if row_sums:
         out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles * parts, bm), jnp.float32))
-        others.append(plgpu.SMEM((consumers, bm), jnp.float32))
+    others = vector_smems + row_sum_staging  # SMEM beside the ring and the outputs' staging
     stage_bytes = (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize
     separate = [out_staging(d) for d in out_dtypes]
     # On alternate items, outputs of one dtype take turns in one staging buffer where a buffer each
@@ -435,10 +436,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     # consumers wait at once (T=1024: 326 -> 329-345 us), so they keep a buffer each.
     shared_staging = (alternate and len(set(out_dtypes)) == 1 and n_out > 1
                       and ring_slots(stage_bytes, separate + others) < min(cfg.stages, ring_slots(stage_bytes, separate[:1] + others)))
-    staging = separate[:1] if shared_staging else separate
-    if row_sums:
-        staging.append(others.pop())
-    vector_smems = others
+    staging = (separate[:1] if shared_staging else separate) + row_sum_staging
     stages = ring_stages(cfg, stage_bytes, staging + vector_smems)
     ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=tiled_swizzled((bm, bk), dtype)),
             [plgpu.SMEM((stages, *rhs_block), dtype, transforms=tiled_swizzled(rhs_block, dtype))] * n_acc,
@@ -493,7 +491,7 @@ def expert_down(tiles: TileLayout, h, weights: ExpertWeights, problem: MoEProble
     """y [rows, H] = row_weight * (h Wd[e] + bd[e])   (nomic: h W2[e]^T + bd[e]); the weight
     is the tile's (tile_weight) in rows_as_tiles' layout."""
     gated = problem.moe_type == "qwen3"
-    vectors = [("row", tiles.row_weight) if tiles.tile_weight is None else ("scalar", tiles.tile_weight)]
+    vectors = [("scalar", tiles.tile_weight) if tiles.one_row_per_tile else ("row", tiles.row_weight)]
     if weights.down_bias is not None:
         vectors.append(("col", weights.down_bias.astype(jnp.float32)))
 
@@ -565,7 +563,7 @@ def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, 
 def combine_slots(tiles: TileLayout, row_values, top_k: int, dtype):
     """out [T, C] = sum_j row_values[slot_row[t, j]] (row_values [rows, C]) in the order j = 0..k-1,
     in fp32, cast to dtype: bitwise reproducible. Out-of-range slots add zero."""
-    if tiles.tile_weight is not None:  # rows_as_tiles: slot (t, j) is row t * k + j, or out of range
+    if tiles.one_row_per_tile:  # slot (t, j) is row t * k + j, or out of range
         T, k = tiles.slot_row.shape
         slots = row_values[:T * k].reshape(T, k, -1).astype(jnp.float32)
         # A select on the values (fused with the sum), not a gather through computed indices.
