@@ -19,6 +19,7 @@ the inputs (MoEProblem.recompute). Every step has a fixed order: gradients are b
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -78,8 +79,7 @@ class ContractionConfig:
 class BackwardConfigs:
     down: GemmConfig  # down_backward: N = I
     up: GemmConfig  # up_backward: N = H
-    contraction_pair: ContractionConfig  # dWg and dWu together (two accumulators)
-    contraction: ContractionConfig  # one weight (dWd; nomic's dW1, dW2)
+    contraction: ContractionConfig  # weight gradients (dWg and dWu in one call; dWd)
 
 
 def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfigs:
@@ -100,7 +100,6 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
         down=mosaic_gpu.gemm_config(block_m, problem.intermediate, 128),
         up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1,
                                   alternate=mosaic_gpu.alternate_items(problem)),
-        contraction_pair=ContractionConfig(128, 64, 64, 5),
         contraction=ContractionConfig(128, 128, 64, 6),
     )
 
@@ -165,11 +164,14 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     blocks are not touched. The arrays need block_k - 1 rows of slack past the routed rows (the
     TileLayout's row_count gives block_m). Experts without rows get zeros.
 
-    Warp-specialised: a producer warpgroup streams the row blocks of all of a CTA's (expert,
-    m-block, n-block) items through one SMEM ring; cfg.consumers warpgroups take alternate items
-    whole, so one's masking and epilogue overlap the other's MMAs. Each consumer has its own set
-    of per-slot full barriers, so that it waits on every phase of the barriers it waits on (the
-    phase parity is tracked per thread).
+    An item is one block_m x block_n output tile of one rhs (one accumulator: the wgmmas read
+    3 KiB of SMEM per 64 x 128 x 16 product, where two 128 x 64 accumulators sharing the lhs
+    block read 4), its n-blocks of all rhs in one planar snake over the expert's (m, n) tiles.
+    Warp-specialised: a producer warpgroup streams the row blocks of all of a CTA's items through
+    one SMEM ring; cfg.consumers warpgroups take alternate items whole, so one's masking and
+    epilogue overlap the other's MMAs. Each consumer has its own set of per-slot full barriers,
+    so that it waits on every phase of the barriers it waits on (the phase parity is tracked per
+    thread).
     """
     rows, M = lhs.shape
     N = rhs_list[0].shape[1]
@@ -177,33 +179,38 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     bm, bn, bk, consumers = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers
     if M % bm or N % bn:
         raise ValueError(f"{cfg} does not tile M={M}, N={N}")
-    m_tiles, n_tiles, n_acc = M // bm, N // bn, len(rhs_list)
+    n_rhs = len(rhs_list)
+    m_tiles, n_tiles = M // bm, N // bn
     dtype = lhs.dtype
     lead = tiles.expert_start % ALIGN_ROWS  # rows of the previous expert before the first block's start
     num_blocks = jnp.where(tiles.expert_size > 0, (lead + tiles.expert_size + bk - 1) // bk, 0)
 
+    def for_rhs(a, fn):  # fn(i) for the rhs index i == a (a traced)
+        for i in range(n_rhs):
+            pl.when(a == i)(functools.partial(fn, i))
+
     def body(start_ref, size_ref, blocks_ref, lhs_ref, *refs):
-        rhs_refs, out_refs = refs[:n_acc], refs[n_acc:2 * n_acc]
-        (lhs_ring, rhs_rings, full, empty), out_smems = refs[2 * n_acc:]
+        rhs_refs, out_refs = refs[:n_rhs], refs[n_rhs:2 * n_rhs]
+        (lhs_ring, rhs_ring, full, empty), out_smem = refs[2 * n_rhs:]
         wg = lax.axis_index("wg")
 
         def walk(item):
-            """item(e, mi, ni, row blocks, first ring step, CTA-local item number) over this CTA's
+            """item(e, mi, a, ni, row blocks, first ring step, CTA-local item number) over this CTA's
             items, in every warpgroup; returns the ring steps of all of them."""
-            @plgpu.nd_loop((E * m_tiles * n_tiles,), collective_axes="sm",
+            @plgpu.nd_loop((E * m_tiles * n_rhs * n_tiles,), collective_axes="sm",
                            init_carry=(jnp.int32(0), jnp.int32(0)))
             def walked(loop_info, carry):
                 steps, local = carry
                 index = loop_info.index[0]
-                e = index // (m_tiles * n_tiles)
-                mi, ni = plgpu.planar_snake(index % (m_tiles * n_tiles), (m_tiles, n_tiles), 1, 8)
+                e = index // (m_tiles * n_rhs * n_tiles)
+                mi, nj = plgpu.planar_snake(index % (m_tiles * n_rhs * n_tiles), (m_tiles, n_rhs * n_tiles), 1, 8)
                 nb = blocks_ref[e]
-                item(e, mi, ni, nb, steps, local)
+                item(e, mi, nj // n_tiles, lax.rem(nj, n_tiles), nb, steps, local)
                 return steps + nb, local + 1
 
             return walked[0]
 
-        def produce(e, mi, ni, nb, first_step, local):
+        def produce(e, mi, a, ni, nb, first_step, local):
             first_row = pl.multiple_of(start_ref[e] // ALIGN_ROWS * ALIGN_ROWS, ALIGN_ROWS)
             owner = lax.rem(local, consumers)  # the consumer whose full barriers signal the loads
 
@@ -219,13 +226,13 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
                 row = pl.ds(first_row + k * bk, bk)
                 plgpu.copy_gmem_to_smem(lhs_ref.at[row, pl.ds(mi * bm, bm)], lhs_ring.at[slot], loaded)
-                for rhs_ref, ring in zip(rhs_refs, rhs_rings):
-                    plgpu.copy_gmem_to_smem(rhs_ref.at[row, pl.ds(ni * bn, bn)], ring.at[slot], loaded)
+                for_rhs(a, lambda i: plgpu.copy_gmem_to_smem(rhs_refs[i].at[row, pl.ds(ni * bn, bn)],
+                                                             rhs_ring.at[slot], loaded))
 
-        def consume(e, mi, ni, nb, first_step, local):
-            pl.when(lax.rem(local, consumers) == wg)(lambda: consume_item(e, mi, ni, nb, first_step))
+        def consume(e, mi, a, ni, nb, first_step, local):
+            pl.when(lax.rem(local, consumers) == wg)(lambda: consume_item(e, mi, a, ni, nb, first_step))
 
-        def consume_item(e, mi, ni, nb, first_step):
+        def consume_item(e, mi, a, ni, nb, first_step):
             lead = lax.rem(start_ref[e], ALIGN_ROWS)
             end = lead + size_ref[e]  # the expert's rows are [lead, end) of its row blocks
             masked_first, masked_last = lead != 0, lax.rem(end, bk) != 0
@@ -235,7 +242,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                                         plgpu.Layout.WGMMA) + k * bk
                 smem[...] = jnp.where((row >= lead) & (row < end), smem[...], 0).astype(smem.dtype)
 
-            def accumulate(*acc_refs):
+            def accumulate(acc_ref):
                 @pl.loop(0, nb)
                 def _(k):
                     step = first_step + k
@@ -244,13 +251,12 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
                     @pl.when(((k == 0) & masked_first) | ((k == nb - 1) & masked_last))
                     def _():
-                        for smem in (lhs_ring.at[slot], *(ring.at[slot] for ring in rhs_rings)):
-                            mask(smem, k)
+                        mask(lhs_ring.at[slot], k)
+                        mask(rhs_ring.at[slot], k)
                         plgpu.commit_smem()
 
-                    for acc_ref, ring in zip(acc_refs, rhs_rings):
-                        plgpu.wgmma(acc_ref, lhs_ring.at[slot].transpose((1, 0)), ring.at[slot])
-                    plgpu.wgmma_wait(n_acc)
+                    plgpu.wgmma(acc_ref, lhs_ring.at[slot].transpose((1, 0)), rhs_ring.at[slot])
+                    plgpu.wgmma_wait(1)
 
                     @pl.when(k > 0)
                     def _():
@@ -261,29 +267,26 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     plgpu.wgmma_wait(0)
                     plgpu.barrier_arrive(empty.at[lax.rem(first_step + nb - 1, stages)])
 
-                return tuple(a[...] for a in acc_refs)
+                return acc_ref[...]
 
-            accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, bn), jnp.float32)] * n_acc)
-            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's stores have read the SMEM
-            for acc, out_smem in zip(accs, out_smems):
-                out_smem[wg] = acc.astype(out_dtype)
+            acc = pl.run_scoped(accumulate, plgpu.ACC((bm, bn), jnp.float32))
+            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's store has read the SMEM
+            out_smem[wg] = acc.astype(out_dtype)
             plgpu.commit_smem()
-            for out_smem, out_ref in zip(out_smems, out_refs):
-                plgpu.copy_smem_to_gmem(out_smem.at[wg], out_ref.at[e, pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)],
-                                        commit_group=False)
-            plgpu.commit_smem_to_gmem_group()
+            for_rhs(a, lambda i: plgpu.copy_smem_to_gmem(
+                out_smem.at[wg], out_refs[i].at[e, pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)]))
 
         mosaic_gpu.warpgroup_roles(wg, consumers, stages, empty, walk, produce, consume)
 
-    staging = [plgpu.SMEM((consumers, bm, bn), out_dtype, transforms=tiled_swizzled((bm, bn), out_dtype))] * n_acc
-    stages = mosaic_gpu.ring_stages(cfg, (bk * bm + n_acc * bk * bn) * jnp.dtype(dtype).itemsize, staging)
+    staging = plgpu.SMEM((consumers, bm, bn), out_dtype, transforms=tiled_swizzled((bm, bn), out_dtype))
+    stages = mosaic_gpu.ring_stages(cfg, (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize, [staging])
     ring = (plgpu.SMEM((stages, bk, bm), dtype, transforms=tiled_swizzled((bk, bm), dtype)),
-            [plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype))] * n_acc,
-            plgpu.Barrier(num_arrivals=1 + n_acc, num_barriers=consumers * stages),  # full: per consumer
+            plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
+            plgpu.Barrier(num_arrivals=2, num_barriers=consumers * stages),  # full (lhs, rhs): per consumer
             plgpu.Barrier(num_arrivals=1, num_barriers=stages))  # empty: the item's consumer releases
     kernel = plgpu.kernel(
         body,
-        out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_acc,
+        out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_rhs,
         scratch_types=[ring, staging],
         grid=(mosaic_gpu.num_sms(interpret),),
         grid_names=("sm",),
@@ -335,7 +338,7 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
     dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
 
     def contraction(lhs, rhs_list, dtype):  # blocks: the largest that divide this M and N
-        cfg = cfgs.contraction_pair if len(rhs_list) == 2 else cfgs.contraction
+        cfg = cfgs.contraction
         cfg = dataclasses.replace(cfg, block_m=mosaic_gpu.largest_dividing(lhs.shape[1], cfg.block_m),
                                   block_n=mosaic_gpu.largest_dividing(rhs_list[0].shape[1], cfg.block_n))
         return expert_contraction(layout, lhs, rhs_list, cfg, dtype, interpret)
