@@ -2,8 +2,7 @@
 
     python -m benchmarks.tune_contraction --shape qwen3_30b_a3b --tokens 4096 --out DIR
 
-Each config's outputs are checked against the first config's before it is timed (CUPTI kernel time;
-the default list starts with CTAs alone, so the clusters' diff says whether sharing changed a bit).
+Each config's outputs are checked against the first config's before it is timed (CUPTI kernel time).
 """
 
 from __future__ import annotations
@@ -26,10 +25,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="qwen3_30b_a3b")
     parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--configs", default="128x128x64x6x2x1,128x128x64x6x2x2,128x64x64x6x2x2,64x128x64x6x2x2,"
-                                             "128x128x64x6x1x2",
-                        help="comma list of block_m x block_n x block_k x stages (at most) x consumers x cluster "
-                             "(consumers take alternate items; the CTAs of a cluster share lhs blocks)")
+    parser.add_argument("--configs", default="128x64x64x5x2,64x128x64x5x2,64x64x64x6x2,128x128x64x6x2,"
+                                             "64x256x64x6x2,128x64x64x5x1",
+                        help="comma list of block_m x block_n x block_k x stages (at most) x consumers "
+                             "(consumers take alternate items)")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     from jax.experimental.mosaic.gpu import profiler
@@ -46,8 +45,8 @@ def main(argv=None):
     cases = {"gate_up (xs^T [dg, du])": (xs, [dg, du]), "down (h^T dy)": (dg, [xs])}
     results, expected = [], {}
     for (name, (lhs, rhs)), spec in itertools.product(cases.items(), args.configs.split(",")):
-        bm, bn, bk, stages, consumers, cluster = map(int, spec.split("x"))
-        cfg = ContractionConfig(bm, bn, bk, stages, consumers, cluster)
+        bm, bn, bk, stages, consumers = map(int, spec.split("x"))
+        cfg = ContractionConfig(bm, bn, bk, stages, consumers)
         fn = jax.jit(lambda lhs, rhs, cfg=cfg: expert_contraction(layout, lhs, rhs, cfg, jnp.bfloat16))
         try:
             out, times = profiler.measure(fn, iterations=5)(lhs, rhs)

@@ -213,12 +213,12 @@ def test_no_races_in_the_backward_kernels():
     assert not races()
 
 
-@pytest.mark.parametrize("block_k, stages, consumers, cluster", [(16, 2, 1, 1), (16, 4, 2, 2), (32, 3, 2, 2), (32, 2, 2, 1)])
-def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers, cluster):
+@pytest.mark.parametrize("block_k, stages, consumers", [(16, 2, 1), (16, 4, 2), (32, 3, 2), (32, 2, 2)])
+def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers):
     """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over
     several row blocks, boundary blocks shared by neighbouring experts, NaN in every row past the routed
     ones (rows no expert owns must never reach a sum), two right-hand sides; one consumer or two taking
-    alternate items; CTAs alone or in clusters of two sharing the lhs blocks."""
+    alternate items."""
     T, k, E, M, N = 40, 3, 7, 64, 128
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32).at[:, 0].set(2)  # experts 5, 6: empty
@@ -226,7 +226,7 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
     rows, routed = row_count(T, k, 64), T * k
     lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16).at[routed:].set(jnp.nan)
     rhs = [jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16).at[routed:].set(jnp.nan) for _ in range(2)]
-    cfg = mosaic_gpu_grad.ContractionConfig(64, 64, block_k, stages, consumers, cluster)
+    cfg = mosaic_gpu_grad.ContractionConfig(64, 64, block_k, stages, consumers)
     outs = mosaic_gpu_grad.expert_contraction(layout, lhs, rhs, cfg, jnp.float32, interpret=True)
     start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
     assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32

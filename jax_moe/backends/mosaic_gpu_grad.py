@@ -73,10 +73,6 @@ class ContractionConfig:
     # Compute warpgroups taking alternate items whole ("ping-pong": one's masking and epilogue
     # overlap the other's MMAs); one more warpgroup produces the loads.
     consumers: int = 2
-    # CTAs of a cluster taking neighbouring n-blocks of the same (expert, m-block) in step: each
-    # lhs block is read from L2 once for all of them (TMA multicast). 1 where the n-blocks of all
-    # right-hand sides do not split evenly.
-    cluster: int = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +167,6 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     An item is one block_m x block_n output tile of one rhs (one accumulator: the wgmmas read
     3 KiB of SMEM per 64 x 128 x 16 product, where two 128 x 64 accumulators sharing the lhs
     block read 4), its n-blocks of all rhs in one planar snake over the expert's (m, n) tiles.
-    The cfg.cluster CTAs of a cluster take neighbouring n-blocks of one (expert, m-block) in step
-    and receive its lhs blocks by one TMA multicast (L2 reads of the lhs divided by the cluster
-    size; a ring slot is refilled once the consumers of every CTA in the cluster released it).
     Warp-specialised: a producer warpgroup streams the row blocks of all of a CTA's items through
     one SMEM ring; cfg.consumers warpgroups take alternate items whole, so one's masking and
     epilogue overlap the other's MMAs. Each consumer has its own set of per-slot full barriers,
@@ -188,8 +181,6 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         raise ValueError(f"{cfg} does not tile M={M}, N={N}")
     n_rhs = len(rhs_list)
     m_tiles, n_tiles = M // bm, N // bn
-    cluster = cfg.cluster if (n_rhs * n_tiles) % cfg.cluster == 0 else 1
-    n_groups = n_rhs * n_tiles // cluster  # the clusters' n-block groups per (expert, m-block)
     dtype = lhs.dtype
     lead = tiles.expert_start % ALIGN_ROWS  # rows of the previous expert before the first block's start
     num_blocks = jnp.where(tiles.expert_size > 0, (lead + tiles.expert_size + bk - 1) // bk, 0)
@@ -202,19 +193,17 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         rhs_refs, out_refs = refs[:n_rhs], refs[n_rhs:2 * n_rhs]
         (lhs_ring, rhs_ring, full, empty), out_smem = refs[2 * n_rhs:]
         wg = lax.axis_index("wg")
-        cta = lax.axis_index("cluster") if cluster > 1 else 0
 
         def walk(item):
             """item(e, mi, a, ni, row blocks, first ring step, CTA-local item number) over this CTA's
-            items, in every warpgroup (the CTAs of a cluster in step); returns the ring steps."""
-            @plgpu.nd_loop((E * m_tiles * n_groups,), collective_axes="sm",
+            items, in every warpgroup; returns the ring steps of all of them."""
+            @plgpu.nd_loop((E * m_tiles * n_rhs * n_tiles,), collective_axes="sm",
                            init_carry=(jnp.int32(0), jnp.int32(0)))
             def walked(loop_info, carry):
                 steps, local = carry
                 index = loop_info.index[0]
-                e = index // (m_tiles * n_groups)
-                mi, group = plgpu.planar_snake(index % (m_tiles * n_groups), (m_tiles, n_groups), 1, 8)
-                nj = group * cluster + cta
+                e = index // (m_tiles * n_rhs * n_tiles)
+                mi, nj = plgpu.planar_snake(index % (m_tiles * n_rhs * n_tiles), (m_tiles, n_rhs * n_tiles), 1, 8)
                 nb = blocks_ref[e]
                 item(e, mi, nj // n_tiles, lax.rem(nj, n_tiles), nb, steps, local)
                 return steps + nb, local + 1
@@ -236,8 +225,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     plgpu.barrier_wait(empty.at[slot])
 
                 row = pl.ds(first_row + k * bk, bk)
-                plgpu.copy_gmem_to_smem(lhs_ref.at[row, pl.ds(mi * bm, bm)], lhs_ring.at[slot], loaded,
-                                        collective_axes="cluster" if cluster > 1 else None)
+                plgpu.copy_gmem_to_smem(lhs_ref.at[row, pl.ds(mi * bm, bm)], lhs_ring.at[slot], loaded)
                 for_rhs(a, lambda i: plgpu.copy_gmem_to_smem(rhs_refs[i].at[row, pl.ds(ni * bn, bn)],
                                                              rhs_ring.at[slot], loaded))
 
@@ -295,17 +283,13 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     ring = (plgpu.SMEM((stages, bk, bm), dtype, transforms=tiled_swizzled((bk, bm), dtype)),
             plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
             plgpu.Barrier(num_arrivals=2, num_barriers=consumers * stages),  # full (lhs, rhs): per consumer
-            # empty: the item's consumer releases, in every CTA of the cluster (the multicast fills all)
-            plgpu.ClusterBarrier(collective_axes=("cluster",), num_arrivals=1, num_barriers=stages)
-            if cluster > 1 else plgpu.Barrier(num_arrivals=1, num_barriers=stages))
+            plgpu.Barrier(num_arrivals=1, num_barriers=stages))  # empty: the item's consumer releases
     kernel = plgpu.kernel(
         body,
         out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_rhs,
         scratch_types=[ring, staging],
-        grid=(mosaic_gpu.num_sms(interpret) // cluster,),
+        grid=(mosaic_gpu.num_sms(interpret),),
         grid_names=("sm",),
-        cluster=(cluster,) if cluster > 1 else (),
-        cluster_names=("cluster",) if cluster > 1 else (),
         num_threads=consumers + 1,
         thread_name="wg",
         kernel_name="jax_moe_expert_contraction",
