@@ -25,8 +25,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="qwen3_30b_a3b")
     parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--configs", default="128x64x64x5x2,64x128x64x5x2,64x64x64x6x2,128x128x64x6x2,"
-                                             "64x256x64x6x2,128x64x64x5x1",
+    parser.add_argument("--configs", default="128x128x64x6x1,128x128x64x6x2,128x64x64x6x1,64x128x64x6x1,"
+                                             "64x256x64x6x1",
                         help="comma list of block_m x block_n x block_k x stages (at most) x consumers "
                              "(consumers take alternate items)")
     parser.add_argument("--out", default="benchmarks/results")

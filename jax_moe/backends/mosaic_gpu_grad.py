@@ -72,7 +72,7 @@ class ContractionConfig:
     stages: int  # SMEM ring slots: at most this many, as many as fit
     # Compute warpgroups taking alternate items whole ("ping-pong": one's masking and epilogue
     # overlap the other's MMAs); one more warpgroup produces the loads.
-    consumers: int = 2
+    consumers: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,11 +85,11 @@ class BackwardConfigs:
 def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfigs:
     """Tilings for the backward kernels; block_m is the forward's (the TileLayout's).
 
-    Contractions (benchmarks/tune_contraction.py, an H100 at Qwen3-30B-A3B T=4096: an expert has
-    ~256 rows, 4-5 row blocks per output tile, so each item's epilogue and two masked boundary
-    blocks cost about as much as its MMAs, and two consumers on alternate items overlap them):
-    two accumulators 128x64: 575 us (64x128: 774; 64x64: 741; the session-4 kernel, 64x128 with
-    two CTAs per SM: 720); one accumulator 128x128: 272 us (64x256: 367; 64x128: 341; 385 before).
+    Contractions (benchmarks/tune_contraction.py, an H100 at Qwen3-30B-A3B T=4096, the training
+    layout: an expert has ~256 rows, 4-5 row blocks per output tile): 128x128 items, one
+    accumulator, one consumer: dWg + dWu 466 us, dWd 241 (two consumers on alternate items: 485,
+    253; the same in clusters of two sharing lhs blocks by TMA multicast: 502, 258; dWg and dWu as
+    two 128x64 accumulators of one item, two consumers, session 10: 525).
     down_backward: 128-column items (two consumers of 64: its epilogue reads g, u and writes three
     tiles), 388 us (256 columns do not fit the SMEM; one consumer of 64: 584); up_backward 256
     columns (two consumers of 128), 469 us (128: 630; 512 with 32-row k-blocks: 548), 452 us with
@@ -168,8 +168,8 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     3 KiB of SMEM per 64 x 128 x 16 product, where two 128 x 64 accumulators sharing the lhs
     block read 4), its n-blocks of all rhs in one planar snake over the expert's (m, n) tiles.
     Warp-specialised: a producer warpgroup streams the row blocks of all of a CTA's items through
-    one SMEM ring; cfg.consumers warpgroups take alternate items whole, so one's masking and
-    epilogue overlap the other's MMAs. Each consumer has its own set of per-slot full barriers,
+    one SMEM ring; cfg.consumers warpgroups take alternate items whole (with two, one's masking
+    and epilogue overlap the other's MMAs). Each consumer has its own set of per-slot full barriers,
     so that it waits on every phase of the barriers it waits on (the phase parity is tracked per
     thread).
     """
