@@ -26,8 +26,11 @@ from jax_moe.permutation import align_to_tiles, row_count
 CANDIDATES = {
     # 256 columns (each consumer's wgmma 128 wide: half the SMEM operand reads per FLOP of 64) fit the
     # SMEM with outputs staged a chunk at a time: 5 ring stages of 32-row k-blocks, or 2 of 64.
+    # 128-column k-blocks: TMA boxes of 256-byte rows (down^T's blocks are 128-byte row pieces of
+    # [I, H] at 64), 4 stages of 48 KiB.
     "down_backward": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 0, True), (64, 128, 64, 5, 2, 1, True),
-                      (64, 256, 32, 6, 2, 1, False), (64, 256, 64, 5, 2, 1, False)],
+                      (64, 256, 32, 6, 2, 1, False), (64, 256, 64, 5, 2, 1, False), (64, 128, 128, 4, 2, 0, False),
+                      (64, 128, 128, 4, 2, 1, False)],
     "up_backward": [(64, 256, 64, 5, 2, 1, False), (64, 256, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 1, True)],
     "expert_up": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 0, True)],
     "expert_up_keep": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 1, True)],
