@@ -21,8 +21,8 @@ from jax_moe.backends.mosaic_gpu import GemmConfig
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.permutation import align_to_tiles, row_count
 
-# (block_m, block_n, block_k, stages, consumers, staging_chunks, alternate) candidates per kernel; the
-# first is the reference. stages is a maximum: the ring takes as many as fit the SMEM.
+# (block_m, block_n, block_k, stages, consumers, staging_chunks, alternate[, tile_width]) candidates per
+# kernel; the first is the reference. stages is a maximum: the ring takes as many as fit the SMEM.
 CANDIDATES = {
     # 256 columns (each consumer's wgmma 128 wide: half the SMEM operand reads per FLOP of 64) fit the
     # SMEM with outputs staged a chunk at a time: 5 ring stages of 32-row k-blocks, or 2 of 64.
@@ -30,7 +30,7 @@ CANDIDATES = {
     # [I, H] at 64), 4 stages of 48 KiB.
     "down_backward": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 0, True), (64, 128, 64, 5, 2, 1, True),
                       (64, 256, 32, 6, 2, 1, False), (64, 256, 64, 5, 2, 1, False), (64, 128, 128, 4, 2, 0, False),
-                      (64, 128, 128, 4, 2, 1, False)],
+                      (64, 128, 128, 4, 2, 1, False), (64, 128, 64, 5, 2, 0, False, 4), (64, 128, 64, 5, 2, 0, False, 16)],
     "up_backward": [(64, 256, 64, 5, 2, 1, False), (64, 256, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 1, True)],
     "expert_up": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 1, True), (64, 128, 64, 5, 2, 0, True)],
     "expert_up_keep": [(64, 128, 64, 5, 2, 0, False), (64, 128, 64, 5, 2, 1, True)],
@@ -68,7 +68,8 @@ def main(argv=None):
     for name, fn in [(name, kernels[name]) for name in args.kernels.split(",")]:
         reference = None
         for c in CANDIDATES[name]:
-            cfg = GemmConfig(*c[:4], consumers=c[4], staging_chunks=c[5], alternate=c[6])
+            cfg = GemmConfig(*c[:4], consumers=c[4], staging_chunks=c[5], alternate=c[6],
+                             tile_width=c[7] if len(c) > 7 else GemmConfig.tile_width)
             try:
                 outs, times = profiler.measure(jax.jit(lambda cfg=cfg: fn(cfg)), iterations=5)()
             except Exception as e:  # noqa: BLE001 (a tiling that does not fit: record why)
