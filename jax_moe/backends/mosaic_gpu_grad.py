@@ -181,6 +181,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         raise ValueError(f"{cfg} does not tile M={M}, N={N}")
     n_rhs = len(rhs_list)
     m_tiles, n_tiles = M // bm, N // bn
+    n_columns = n_rhs * n_tiles  # output column blocks of all rhs: rhs nj // n_tiles, block nj % n_tiles
     dtype = lhs.dtype
     lead = tiles.expert_start % ALIGN_ROWS  # rows of the previous expert before the first block's start
     num_blocks = jnp.where(tiles.expert_size > 0, (lead + tiles.expert_size + bk - 1) // bk, 0)
@@ -197,13 +198,13 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         def walk(item):
             """item(e, mi, a, ni, row blocks, first ring step, CTA-local item number) over this CTA's
             items, in every warpgroup; returns the ring steps of all of them."""
-            @plgpu.nd_loop((E * m_tiles * n_rhs * n_tiles,), collective_axes="sm",
-                           init_carry=(jnp.int32(0), jnp.int32(0)))
+            per_expert = m_tiles * n_columns  # items of one expert
+            @plgpu.nd_loop((E * per_expert,), collective_axes="sm", init_carry=(jnp.int32(0), jnp.int32(0)))
             def walked(loop_info, carry):
                 steps, local = carry
                 index = loop_info.index[0]
-                e = index // (m_tiles * n_rhs * n_tiles)
-                mi, nj = plgpu.planar_snake(index % (m_tiles * n_rhs * n_tiles), (m_tiles, n_rhs * n_tiles), 1, 8)
+                e = index // per_expert
+                mi, nj = plgpu.planar_snake(index % per_expert, (m_tiles, n_columns), 1, 8)
                 nb = blocks_ref[e]
                 item(e, mi, nj // n_tiles, lax.rem(nj, n_tiles), nb, steps, local)
                 return steps + nb, local + 1
