@@ -32,7 +32,7 @@ class SortedRows(NamedTuple):
 
 # Up to this many routed rows, "auto" ranks rows by comparing all pairs (N^2 compares in fused
 # elementwise + reduce ops) instead of launching XLA's sort and two scatters: decode batches.
-COMPARE_RANK_ROWS = 256
+COMPARE_RANK_ROWS = 1024
 
 
 def flat_experts(topk_ids: jax.Array, num_experts: int) -> jax.Array:
