@@ -216,6 +216,29 @@ def test_no_races_in_the_backward_kernels():
     assert not races()
 
 
+def test_tile_operands_in_the_output_staging():
+    """down_backward's g, u tiles fetched into its outputs' staging buffers (GemmConfig.borrow_staging,
+    the default: the staging is reused for dg, du once the epilogue has read them) give bitwise
+    the outputs of fetching them into SMEM of their own, without races, over several items per
+    consumer (the fetch waits for the previous item's stores)."""
+    problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(100, 128, 128)  # ~3 items per CTA
+    params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
+    valid = np.asarray(layout.slot_row).reshape(-1)
+    assert cfgs.down.borrow_staging and cfgs.down.block_n // cfgs.down.consumers == mosaic_gpu.OUT_CHUNK
+    _, pre = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, True, keep_preactivations=True)
+    dys = jnp.cos(xs)
+
+    def down_backward(cfg, interpret):
+        dpre, hw, row_dot = mosaic_gpu_grad.down_backward(layout, dys, pre, weights, problem, cfg, interpret)
+        return [np.asarray(a, np.float32)[valid] for a in (*dpre, hw, row_dot)]
+
+    borrowed = down_backward(cfgs.down, params)
+    assert not interpret_pallas_call.get_races().races_found
+    own = down_backward(dataclasses.replace(cfgs.down, borrow_staging=False), True)
+    for a, b in zip(borrowed, own):
+        np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("block_k, stages, consumers", [(16, 2, 1), (16, 4, 2), (32, 3, 2), (32, 2, 2)])
 def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers):
     """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over

@@ -74,6 +74,9 @@ class GemmConfig:
     # Consumers take alternate items whole ("ping-pong": one's epilogue overlaps the other's MMAs)
     # instead of splitting each item's columns.
     alternate: bool = False
+    # "tile" epilogue operands are fetched into the outputs' staging buffers (where a consumer's
+    # columns are one staging chunk) instead of SMEM of their own, which goes to the ring.
+    borrow_staging: bool = True
 
 
 # Accumulator columns of an item (block_n x accumulators): 5 ring stages of its 64 x 64 lhs and
@@ -260,7 +263,14 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     m_tiles, n_tiles = tiles.tile_expert.shape[0], out_cols // bn
     n_acc, n_vec, n_out = len(phases[0][1]), len(vectors), len(out_dtypes)
     kinds = [kind for kind, _ in vectors]
-    staged_vectors = [i for i, kind in enumerate(kinds) if kind != "scalar"]  # those with SMEM staging
+    # "tile" operands borrow the staging buffers of the outputs (one each, same dtype) where a
+    # consumer's columns are one staging chunk, so that their SMEM goes to the ring instead.
+    tile_vectors = [i for i, kind in enumerate(kinds) if kind == "tile"]
+    borrowed = ({i: o for o, i in enumerate(tile_vectors)}
+                if cfg.borrow_staging and chunks == 1 and len(tile_vectors) <= len(out_dtypes)
+                and all(vectors[i][1].dtype == jnp.dtype(out_dtypes[o]) for o, i in enumerate(tile_vectors))
+                else {})  # tile operand -> the output whose staging it borrows
+    staged_vectors = [i for i, kind in enumerate(kinds) if kind != "scalar" and i not in borrowed]  # own SMEM
     num_experts = phases[0][1][0].shape[0]
     rhs_block = (bn, bk) if transpose_rhs else (bk, bn)
     steps_per_item = sum(lhs.shape[1] // bk for lhs, _ in phases)
@@ -340,17 +350,27 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             start = block_start(mi)
             col0 = ni * bn + part * wn
             my_vectors = dict(zip(staged_vectors, (smem.at[wg] for smem in vector_smems)))
+            my_vectors.update({i: out_smems[o].at[wg, 0] for i, o in borrowed.items()})
             my_barrier = lambda i: vector_barriers.at[wg * n_vec + i]  # this consumer's, for operand i
-            for i, (kind, ref) in enumerate(zip(kinds, vector_refs)):  # epilogue operands, in flight early
-                if kind == "scalar":
-                    continue
-                if kind == "row":
-                    src = ref.at[pl.ds(start, bm)]
-                elif kind == "col":
-                    src = ref.at[e, pl.ds(col0, wn)]
-                else:  # "tile"
-                    src = ref.at[pl.ds(start, bm), pl.ds(col0, wn)]
-                plgpu.copy_gmem_to_smem(src, my_vectors[i], my_barrier(i))
+
+            def fetch_vectors(indices):
+                for i in indices:
+                    kind, ref = kinds[i], vector_refs[i]
+                    if kind == "row":
+                        src = ref.at[pl.ds(start, bm)]
+                    elif kind == "col":
+                        src = ref.at[e, pl.ds(col0, wn)]
+                    else:  # "tile"
+                        src = ref.at[pl.ds(start, bm), pl.ds(col0, wn)]
+                    plgpu.copy_gmem_to_smem(src, my_vectors[i], my_barrier(i))
+
+            fetch_vectors(staged_vectors)  # epilogue operands, in flight early
+
+            def fetch_borrowed():
+                # Once the previous item's stores have read the staging: waited for after this item's
+                # first MMAs are issued, which keep the tensor cores busy meanwhile.
+                plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                fetch_vectors(sorted(borrowed))
 
             def accumulate(*acc_refs):
                 for phase_first, k_steps, _, _ in phase_steps():
@@ -363,6 +383,8 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                             rhs = (ring.at[slot, pl.ds(part * wn, wn), :].transpose((1, 0)) if transpose_rhs
                                    else ring.at[slot, :, pl.ds(part * wn, wn)])
                             plgpu.wgmma(acc_ref, lhs_ring.at[slot], rhs)
+                        if borrowed and phase_first == 0:
+                            pl.when(k == 0)(fetch_borrowed)
                         plgpu.wgmma_wait(n_acc)  # this step's MMAs stay in flight; the previous step's are done
 
                         @pl.when(phase_first + k > 0)
@@ -434,7 +456,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     # would cost a ring stage: the turns' waits overlap the other consumer's MMAs (H100, expert_up
     # keeping g, u at Qwen3-30B-A3B T=4096: 4 -> 5 stages, 496 -> 452 us). On split items both
     # consumers wait at once (T=1024: 326 -> 329-345 us), so they keep a buffer each.
-    shared_staging = (alternate and len(set(out_dtypes)) == 1 and n_out > 1
+    shared_staging = (alternate and not borrowed and len(set(out_dtypes)) == 1 and n_out > 1
                       and ring_slots(stage_bytes, separate + others) < min(cfg.stages, ring_slots(stage_bytes, separate[:1] + others)))
     staging = (separate[:1] if shared_staging else separate) + row_sum_staging
     stages = ring_stages(cfg, stage_bytes, staging + vector_smems)
