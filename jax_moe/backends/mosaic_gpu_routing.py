@@ -108,5 +108,7 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> So
     chunk_start = expert_start + jnp.cumsum(counts, axis=0) - counts  # [chunks, columns]
     index = jnp.arange(n, dtype=jnp.int32)
     rank = chunk_start[index // CHUNK, expert] + rank_in_chunk[:n]
-    order = jnp.zeros((n,), jnp.int32).at[rank].set(index, unique_indices=True)
+    # rank is a permutation of 0..n-1: every element is written, so any int32 [n] buffer serves as
+    # the scatter's operand; rank_in_chunk's is dead by now (no zero fill, no copy).
+    order = rank_in_chunk[:n].at[rank].set(index, unique_indices=True)
     return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=totals[:num_experts])
