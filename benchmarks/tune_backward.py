@@ -30,21 +30,24 @@ CANDIDATES = {
     # ring 7 stages of 24 KiB instead of 5 (ncu, session 12: the kernel waits on its loads, L2 at 77 %).
     # 128-column k-blocks: TMA boxes of 256-byte rows (down^T's blocks are 128-byte row pieces of
     # [I, H] at 64). tile_width: M-tiles walked side by side (L2 hit rate 56 % at 8).
-    "down_backward": [G(64, 128, 64, 5, borrow_staging=False), G(64, 128, 64, 5), G(64, 128, 64, 6), G(64, 128, 64, 7),
-                      G(64, 128, 64, 7, tile_width=4), G(64, 128, 64, 7, tile_width=16), G(64, 128, 128, 4),
-                      G(64, 128, 64, 5, alternate=True, staging_chunks=1)],
-    "up_backward": [G(64, 256, 64, 5, staging_chunks=1), G(64, 256, 64, 5, staging_chunks=1, alternate=True),
-                    G(64, 128, 64, 5, staging_chunks=1, alternate=True)],
-    "expert_up": [G(64, 128, 64, 5), G(64, 128, 64, 5, staging_chunks=1, alternate=True), G(64, 128, 64, 5, alternate=True)],
-    "expert_up_keep": [G(64, 128, 64, 5), G(64, 128, 64, 5, staging_chunks=1, alternate=True)],
-    "expert_down": [G(64, 256, 64, 5, staging_chunks=1), G(64, 256, 64, 5, staging_chunks=1, alternate=True),
-                    G(64, 128, 64, 5, staging_chunks=1, alternate=True)],
+    "down_backward": [G(64, 128, 64, 7, tile_width=4), G(64, 128, 64, 7, tile_width=2), G(64, 128, 64, 7, tile_width=3),
+                      G(64, 128, 64, 7, tile_width=6), G(64, 128, 64, 5, borrow_staging=False),
+                      G(64, 128, 64, 5, borrow_staging=False, tile_width=4)],
+    "up_backward": [G(64, 256, 64, 5, staging_chunks=1, alternate=True), G(64, 256, 64, 5, staging_chunks=1, alternate=True, tile_width=4),
+                    G(64, 256, 64, 5, staging_chunks=1), G(64, 128, 64, 5, staging_chunks=1, alternate=True)],
+    "expert_up": [G(64, 128, 64, 5, staging_chunks=1, alternate=True), G(64, 128, 64, 5, staging_chunks=1, alternate=True, tile_width=4),
+                  G(64, 128, 64, 5), G(64, 128, 64, 5, alternate=True)],
+    "expert_up_keep": [G(64, 128, 64, 5, staging_chunks=1, alternate=True),
+                       G(64, 128, 64, 5, staging_chunks=1, alternate=True, tile_width=4), G(64, 128, 64, 5)],
+    "expert_down": [G(64, 256, 64, 5, staging_chunks=1, alternate=True), G(64, 256, 64, 5, staging_chunks=1, alternate=True, tile_width=4),
+                    G(64, 256, 64, 5, staging_chunks=1), G(64, 128, 64, 5, staging_chunks=1, alternate=True)],
 }
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--kernels", default=",".join(CANDIDATES), help="comma list of kernels to sweep")
+    parser.add_argument("--first", type=int, default=None, help="only the first N candidates per kernel")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     from jax.experimental.mosaic.gpu import profiler
@@ -71,7 +74,7 @@ def main(argv=None):
     results = []
     for name, fn in [(name, kernels[name]) for name in args.kernels.split(",")]:
         reference = None
-        for cfg in CANDIDATES[name]:
+        for cfg in CANDIDATES[name][:args.first]:
             c = dataclasses.asdict(cfg)
             try:
                 outs, times = profiler.measure(jax.jit(lambda cfg=cfg: fn(cfg)), iterations=5)()

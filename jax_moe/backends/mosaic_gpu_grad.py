@@ -91,13 +91,16 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     253; the same in clusters of two sharing lhs blocks by TMA multicast: 502, 258; dWg and dWu as
     two 128x64 accumulators of one item, two consumers, session 10: 525).
     down_backward: 128-column items (two consumers of 64: its epilogue reads g, u and writes three
-    tiles), 388 us (256 columns do not fit the SMEM; one consumer of 64: 584); up_backward 256
+    tiles), 388 us (256 columns do not fit the SMEM; one consumer of 64: 584). It waits on its loads
+    (ncu, session 12): g, u fetched into the outputs' staging (GemmConfig.borrow_staging) leave room
+    for 7 ring stages instead of 5, and M-tile bands of 4 instead of 8: 384 -> 332 us (7 stages,
+    bands of 8: 355; bands of 2, 3, 16: 335, 342, 363; 128-column k-blocks: 389). up_backward 256
     columns (two consumers of 128), 469 us (128: 630; 512 with 32-row k-blocks: 548), 452 us with
     its outputs staged one 64-column chunk at a time (room for a 5th ring stage), 424 us with the
     consumers on alternate items (down_backward on alternate items: 455-780 us).
     """
     return BackwardConfigs(
-        down=mosaic_gpu.gemm_config(block_m, problem.intermediate, 128),
+        down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, 128, stages=7), tile_width=4),
         up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1,
                                   alternate=mosaic_gpu.alternate_items(problem)),
         contraction=ContractionConfig(128, 128, 64, 6),
