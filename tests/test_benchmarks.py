@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import pytest
 from test_moe import make_case
 
+import jax_moe
 from benchmarks import harness
 from benchmarks.anchors import ANCHORS
 from benchmarks.run import MoECase, moe_row
@@ -97,3 +98,26 @@ def test_permutation_row_checks_then_times_the_routing_kernel():
     meta = dict(device="cpu", date="today", jax=jax.__version__, matmul_tflops=1.0, copy_gbs=10.0,
                 matmul_kind="f32", platform="cpu")
     assert "| sort by expert | tiny | 40 |" in markdown(meta, [row])
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_kernel_times_checks_the_output_first(grad, monkeypatch):
+    """benchmarks.kernel_times hands out a step only after its result matched the reference (here
+    the xla backend on the CPU), and refuses one whose result does not."""
+    from benchmarks import kernel_times
+
+    case = MoECase(TINY, 12, jnp.dtype(jnp.float32))
+    fn, args = kernel_times.checked_step(case, "xla", grad)
+    out = fn(*args)
+    assert len(args) == (5 if grad else 4) and jax.tree.leaves(out)[0].shape == (() if grad else (12, 16))
+    real_run = jax_moe.moe._run
+    monkeypatch.setattr(jax_moe.moe, "_run", lambda *a: real_run(*a) * 1.01)
+    with pytest.raises(AssertionError, match="relative error"):
+        kernel_times.checked_step(case, "xla", grad)
+
+
+def test_kernel_times_needs_a_gpu():
+    from benchmarks import kernel_times
+
+    with pytest.raises(SystemExit):
+        kernel_times.main(["qwen3_30b_a3b:1"])
