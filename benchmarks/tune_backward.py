@@ -26,12 +26,12 @@ G = GemmConfig
 # Candidates per kernel; the first is the reference. stages is a maximum: the ring takes as many as
 # fit the SMEM.
 CANDIDATES = {
-    # borrow_staging: g, u land in the outputs' staging instead of 32 KiB of their own, which gives the
-    # ring 7 stages of 24 KiB instead of 5 (ncu, session 12: the kernel waits on its loads, L2 at 77 %).
-    # 128-column k-blocks: TMA boxes of 256-byte rows (down^T's blocks are 128-byte row pieces of
-    # [I, H] at 64). tile_width: M-tiles walked side by side (L2 hit rate 56 % at 8).
-    "down_backward": [G(64, 128, 64, 7, tile_width=4), G(64, 128, 64, 7, tile_width=2), G(64, 128, 64, 7, tile_width=3),
-                      G(64, 128, 64, 7, tile_width=6), G(64, 128, 64, 5, borrow_staging=False),
+    # down_backward waits on its loads (ncu, session 12): borrow_staging puts g, u in the outputs'
+    # staging, and their 32 KiB give the ring 7 stages of 24 KiB instead of 5 (384 -> 355 us), bands
+    # of 4 M-tiles instead of 8 (332; 128-column k-blocks, 3 stages: 389). 32-row k-blocks: the same
+    # bytes in flight in 14 finer stages (lowers for CUDA; unmeasured).
+    "down_backward": [G(64, 128, 64, 7, tile_width=4), G(64, 128, 32, 14, tile_width=4), G(64, 128, 64, 7, tile_width=2),
+                      G(64, 128, 64, 7, tile_width=3), G(64, 128, 64, 7, tile_width=6), G(64, 128, 64, 5, borrow_staging=False),
                       G(64, 128, 64, 5, borrow_staging=False, tile_width=4)],
     "up_backward": [G(64, 256, 64, 5, staging_chunks=1, alternate=True), G(64, 256, 64, 5, staging_chunks=1, alternate=True, tile_width=4),
                     G(64, 256, 64, 5, staging_chunks=1), G(64, 128, 64, 5, staging_chunks=1, alternate=True)],
