@@ -25,10 +25,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="qwen3_30b_a3b")
     parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--configs", default="128x128x64x6x1,128x128x64x6x2,128x64x64x6x1,64x128x64x6x1,"
-                                             "64x256x64x6x1",
+    # x1 at the end: the output tile staged a 64-column chunk at a time (a 6th ring stage with one
+    # consumer, a 5th with two; lowers for CUDA; unmeasured).
+    parser.add_argument("--configs", default="128x128x64x6x1,128x128x64x6x1x1,128x128x64x6x2x1,128x128x64x6x2,"
+                                             "128x64x64x6x1,64x128x64x6x1",
                         help="comma list of block_m x block_n x block_k x stages (at most) x consumers "
-                             "(consumers take alternate items)")
+                             "(consumers take alternate items) [x staging_chunks]")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     from jax.experimental.mosaic.gpu import profiler
@@ -45,8 +47,7 @@ def main(argv=None):
     cases = {"gate_up (xs^T [dg, du])": (xs, [dg, du]), "down (h^T dy)": (dg, [xs])}
     results, expected = [], {}
     for (name, (lhs, rhs)), spec in itertools.product(cases.items(), args.configs.split(",")):
-        bm, bn, bk, stages, consumers = map(int, spec.split("x"))
-        cfg = ContractionConfig(bm, bn, bk, stages, consumers)
+        cfg = ContractionConfig(*map(int, spec.split("x")))
         fn = jax.jit(lambda lhs, rhs, cfg=cfg: expert_contraction(layout, lhs, rhs, cfg, jnp.bfloat16))
         try:
             out, times = profiler.measure(fn, iterations=5)(lhs, rhs)

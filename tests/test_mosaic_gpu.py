@@ -214,6 +214,9 @@ def test_no_races_in_the_backward_kernels():
     pair = mosaic_gpu_grad.ContractionConfig(64, 64, 64, 3, consumers=2)  # alternate items
     mosaic_gpu_grad.expert_contraction(layout, xs, list(dpre), pair, jnp.bfloat16, params)
     assert not races()
+    chunked = mosaic_gpu_grad.ContractionConfig(64, 128, 64, 3, consumers=2, staging_chunks=1)  # two stores a tile
+    mosaic_gpu_grad.expert_contraction(layout, xs, list(dpre), chunked, jnp.bfloat16, params)
+    assert not races()
 
 
 def test_tile_operands_in_the_output_staging():
@@ -239,12 +242,14 @@ def test_tile_operands_in_the_output_staging():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("block_k, stages, consumers", [(16, 2, 1), (16, 4, 2), (32, 3, 2), (32, 2, 2)])
-def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers):
+@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks",
+                         [(16, 2, 1, 64, 0), (16, 4, 2, 64, 0), (32, 3, 2, 64, 0), (32, 2, 2, 64, 0), (16, 3, 1, 128, 1),
+                          (32, 2, 2, 128, 1)])
+def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers, block_n, staging_chunks):
     """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over
     several row blocks, boundary blocks shared by neighbouring experts, NaN in every row past the routed
     ones (rows no expert owns must never reach a sum), two right-hand sides; one consumer or two taking
-    alternate items."""
+    alternate items; output tiles staged whole or a 64-column chunk at a time."""
     T, k, E, M, N = 40, 3, 7, 64, 128
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32).at[:, 0].set(2)  # experts 5, 6: empty
@@ -252,7 +257,7 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers)
     rows, routed = row_count(T, k, 64), T * k
     lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16).at[routed:].set(jnp.nan)
     rhs = [jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16).at[routed:].set(jnp.nan) for _ in range(2)]
-    cfg = mosaic_gpu_grad.ContractionConfig(64, 64, block_k, stages, consumers)
+    cfg = mosaic_gpu_grad.ContractionConfig(64, block_n, block_k, stages, consumers, staging_chunks)
     outs = mosaic_gpu_grad.expert_contraction(layout, lhs, rhs, cfg, jnp.float32, interpret=True)
     start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
     assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32

@@ -73,6 +73,9 @@ class ContractionConfig:
     # Compute warpgroups taking alternate items whole ("ping-pong": one's masking and epilogue
     # overlap the other's MMAs); one more warpgroup produces the loads.
     consumers: int = 1
+    # OUT_CHUNK-column chunks of an output tile staged in SMEM at once (0: the whole tile): fewer
+    # leave room for more ring stages, at the cost of waiting for a chunk's store before the next.
+    staging_chunks: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,8 +183,11 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     N = rhs_list[0].shape[1]
     E = tiles.expert_start.shape[0]
     bm, bn, bk, consumers = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers
-    if M % bm or N % bn:
-        raise ValueError(f"{cfg} does not tile M={M}, N={N}")
+    chunks = bn // mosaic_gpu.OUT_CHUNK
+    staged = cfg.staging_chunks or chunks  # chunks staged at once
+    if M % bm or N % bn or bn % mosaic_gpu.OUT_CHUNK or chunks % staged:
+        raise ValueError(f"{cfg} does not tile M={M}, N={N} (block_n: whole staging chunks of {mosaic_gpu.OUT_CHUNK})")
+    staged_cols = staged * mosaic_gpu.OUT_CHUNK
     n_rhs = len(rhs_list)
     m_tiles, n_tiles = M // bm, N // bn
     n_columns = n_rhs * n_tiles  # output column blocks of all rhs: rhs nj // n_tiles, block nj % n_tiles
@@ -273,16 +279,17 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
                 return acc_ref[...]
 
-            acc = pl.run_scoped(accumulate, plgpu.ACC((bm, bn), jnp.float32))
-            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's store has read the SMEM
-            out_smem[wg] = acc.astype(out_dtype)
-            plgpu.commit_smem()
-            for_rhs(a, lambda i: plgpu.copy_smem_to_gmem(
-                out_smem.at[wg], out_refs[i].at[e, pl.ds(mi * bm, bm), pl.ds(ni * bn, bn)]))
+            acc = pl.run_scoped(accumulate, plgpu.ACC((bm, bn), jnp.float32)).astype(out_dtype)
+            for c in range(0, bn, staged_cols):  # rounds of staged chunks through the staging
+                plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous store has read the SMEM
+                out_smem[wg] = acc[:, c:c + staged_cols]
+                plgpu.commit_smem()
+                for_rhs(a, lambda i, c=c: plgpu.copy_smem_to_gmem(
+                    out_smem.at[wg], out_refs[i].at[e, pl.ds(mi * bm, bm), pl.ds(ni * bn + c, staged_cols)]))
 
         mosaic_gpu.warpgroup_roles(wg, consumers, stages, empty, walk, produce, consume)
 
-    staging = plgpu.SMEM((consumers, bm, bn), out_dtype, transforms=tiled_swizzled((bm, bn), out_dtype))
+    staging = plgpu.SMEM((consumers, bm, staged_cols), out_dtype, transforms=tiled_swizzled((bm, staged_cols), out_dtype))
     stages = mosaic_gpu.ring_stages(cfg, (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize, [staging])
     ring = (plgpu.SMEM((stages, bk, bm), dtype, transforms=tiled_swizzled((bk, bm), dtype)),
             plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
