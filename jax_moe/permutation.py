@@ -48,16 +48,17 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, method: str = "auto") 
 
     method: "argsort" (a stable key-value sort), "packed" (a keys-only sort of expert << row_bits
     | row: half the bytes of a key-value sort, and the sorted experts come out of the keys; needs
-    both in 31 bits), "compare" (all-pairs ranks: no sort or scatter ops), or "auto" ("compare" up
-    to COMPARE_RANK_ROWS rows, else "packed" where it fits, else "argsort"). Every method gives the
-    same result.
+    both in 31 bits), "compare" (all-pairs ranks: no sort or scatter ops; [N, N] and [E, N]
+    intermediates), or "auto" ("compare" up to COMPARE_RANK_ROWS rows and experts, else "packed"
+    where it fits, else "argsort"). Every method gives the same result.
     """
     expert = flat_experts(topk_ids, num_experts)
     n = expert.shape[0]
     row_bits = max(1, (n - 1).bit_length())
     packable = row_bits + num_experts.bit_length() <= 31  # experts 0..E (E: out of range), rows 0..n-1
     if method == "auto":
-        method = "compare" if n <= COMPARE_RANK_ROWS else "packed" if packable else "argsort"
+        compare = n <= COMPARE_RANK_ROWS and num_experts <= COMPARE_RANK_ROWS  # counts compare [E, N]
+        method = "compare" if compare else "packed" if packable else "argsort"
     index = jnp.arange(n, dtype=jnp.int32)
     if method == "compare":
         mine, other = expert[:, None], expert[None, :]

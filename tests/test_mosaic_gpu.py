@@ -421,7 +421,8 @@ def test_sort_by_expert_methods_agree(T, k, E):
 
 
 def test_sort_by_expert_packed_keys_need_31_bits():
-    """Rows and experts that do not pack into an int32 key: "packed" refuses, "auto" argsorts."""
+    """Rows and experts that do not pack into an int32 key: "packed" refuses, "auto" argsorts (600
+    rows would take the all-pairs ranks, but not with 2**25 experts: their counts compare [E, N])."""
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 2**25, size=(300, 2)), jnp.int32)
     with pytest.raises(ValueError, match="do not pack"):
         sort_by_expert(ids, 2**25, "packed")
