@@ -121,3 +121,22 @@ def test_kernel_times_needs_a_gpu():
 
     with pytest.raises(SystemExit):
         kernel_times.main(["qwen3_30b_a3b:1"])
+
+
+def test_kernel_breakdown_takes_the_median_call(monkeypatch):
+    """kernel_times' arithmetic on what CUPTI returns (faked here: no GPU): per call a list of
+    (kernel, ms); the totals' median, min and max, and each kernel of the median call summed."""
+    from jax.experimental.mosaic.gpu import profiler
+
+    from benchmarks import kernel_times
+
+    calls = [[("up", 0.4), ("down", 0.2), ("up", 0.1)], [("up", 0.5), ("down", 0.3), ("up", 0.1)],
+             [("up", 0.3), ("down", 0.2), ("up", 0.1)]]
+    monkeypatch.setattr(profiler, "measure", lambda fn, aggregate, iterations: lambda *args: (fn(*args), calls[:iterations]))
+    result = kernel_times.kernel_breakdown(lambda: None, (), 3)
+    assert result["total_us"] == pytest.approx((700.0, 600.0, 900.0))
+    assert result["launches"] == 3
+    assert list(result["kernels_us"]) == ["up", "down"]
+    assert result["kernels_us"]["up"] == pytest.approx(500.0) and result["kernels_us"]["down"] == pytest.approx(200.0)
+    monkeypatch.setattr(profiler, "measure", lambda fn, aggregate, iterations: lambda *args: (None, calls[1]))
+    assert kernel_times.kernel_breakdown(lambda: None, (), 1)["total_us"] == pytest.approx((900.0,) * 3)
