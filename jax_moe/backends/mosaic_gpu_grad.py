@@ -183,11 +183,9 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     N = rhs_list[0].shape[1]
     E = tiles.expert_start.shape[0]
     bm, bn, bk, consumers = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers
-    chunks = bn // mosaic_gpu.OUT_CHUNK
-    staged = cfg.staging_chunks or chunks  # chunks staged at once
-    if M % bm or N % bn or bn % mosaic_gpu.OUT_CHUNK or chunks % staged:
-        raise ValueError(f"{cfg} does not tile M={M}, N={N} (block_n: whole staging chunks of {mosaic_gpu.OUT_CHUNK})")
-    staged_cols = staged * mosaic_gpu.OUT_CHUNK
+    staged_cols = cfg.staging_chunks * mosaic_gpu.OUT_CHUNK or bn  # output columns staged at once
+    if M % bm or N % bn or bn % staged_cols:
+        raise ValueError(f"{cfg} does not tile M={M}, N={N} (block_n a multiple of the {staged_cols} staged columns)")
     n_rhs = len(rhs_list)
     m_tiles, n_tiles = M // bm, N // bn
     n_columns = n_rhs * n_tiles  # output column blocks of all rhs: rhs nj // n_tiles, block nj % n_tiles
@@ -280,7 +278,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                 return acc_ref[...]
 
             acc = pl.run_scoped(accumulate, plgpu.ACC((bm, bn), jnp.float32)).astype(out_dtype)
-            for c in range(0, bn, staged_cols):  # rounds of staged chunks through the staging
+            for c in range(0, bn, staged_cols):  # rounds of staged columns through the staging
                 plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous store has read the SMEM
                 out_smem[wg] = acc[:, c:c + staged_cols]
                 plgpu.commit_smem()
