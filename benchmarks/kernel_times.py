@@ -6,7 +6,7 @@ d x and d topk_weights (training step) are checked against the reference before 
     python -m benchmarks.kernel_times qwen3_30b_a3b:4096 seed_qwen3:512
     python -m benchmarks.kernel_times --grad --calls 9 qwen3_30b_a3b:4096
 
-A/B of two checkouts on one GPU: run it twice in one device call, with PYTHONPATH on each.
+A/B of checkouts on one GPU: scripts/gpu-ab.
 """
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ import jax
 import jax.numpy as jnp
 
 import jax_moe
-from benchmarks.run import MoECase, with_gradient
-from jax_moe import reference
+from benchmarks.run import MoECase, checked_values, reference_layer, routing_arguments, with_gradient
 from jax_moe.moe import describe
 from jax_moe.shapes import SHAPES
 from jax_moe.testing import TOLERANCE, relative_error
@@ -32,17 +31,13 @@ def checked_step(case: MoECase, backend: str, grad: bool):
     problem, weights = describe(x, gate, up, down, topk_weights, topk_ids, moe_type=s.moe_type,
                                 activation=s.activation)
     layer = lambda xx, w, tw, ids: jax_moe.moe._run(backend, problem, xx, w, tw, ids)
-    reference_layer = lambda xx, w, tw, ids: reference.fused_moe(xx, *w[:3], tw, ids, moe_type=s.moe_type,
-                                                                  activation=s.activation)
-    args = (x, weights, topk_weights, topk_ids)
-    if grad:  # d x and d topk_weights (the weights' gradients follow from the same kernels)
-        args += (jnp.cos(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape),)
-        pick = lambda out: (out[1][0], out[1][2])
-        layer, reference_layer = with_gradient(layer), with_gradient(reference_layer)
-    else:
-        pick = lambda out: (out,)
+    reference_fn = reference_layer(s)
+    if grad:
+        layer, reference_fn = with_gradient(layer), with_gradient(reference_fn)
+    args = (x, weights, *routing_arguments(x, topk_weights, topk_ids, grad))
     fn = jax.jit(layer)
-    error = max(relative_error(got, want) for got, want in zip(pick(fn(*args)), pick(jax.jit(reference_layer)(*args))))
+    got, want = (jax.tree.leaves(checked_values(f(*args), grad)) for f in (fn, jax.jit(reference_fn)))
+    error = max(relative_error(g, w) for g, w in zip(got, want))
     if not error <= TOLERANCE[case.dtype]:
         raise AssertionError(f"{s.name} T={case.tokens} {backend}: relative error {error:.2e} against the reference")
     return fn, args

@@ -167,6 +167,28 @@ def with_gradient(fn):
     return jax.value_and_grad(loss, argnums=(0, 1, 2))
 
 
+def reference_layer(shape: MoEShape):
+    """(x, weights, topk_weights, topk_ids) -> the reference fused_moe of the shape's MoE type."""
+    return lambda x, w, tw, ids: reference.fused_moe(x, *w[:3], tw, ids, moe_type=shape.moe_type,
+                                                     activation=shape.activation)
+
+
+def routing_arguments(x, topk_weights, topk_ids, grad: bool) -> tuple:
+    """The timed function's arguments after (x, weights): the routing and, with grad, the cotangent.
+    Arguments, never constants closed over: XLA would fold everything that depends only on them
+    (the sort by expert, the tile tables, the backward's gather of dy) into constants at compile
+    time and leave it out of the timing."""
+    if not grad:
+        return topk_weights, topk_ids
+    return topk_weights, topk_ids, jnp.cos(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
+
+
+def checked_values(out, grad: bool):
+    """What is checked of a result: the output or, with grad, d x and d topk_weights (the weights'
+    gradients have each anchor's layout)."""
+    return (out[1][0], out[1][2]) if grad else out
+
+
 def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, impls=None, grad=False) -> dict:
     """One (shape, T, dtype) row: every implementation (or those named in impls) checked, then timed.
 
@@ -183,18 +205,9 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, 
                floor_us=ceilings.floor_us(flops, weight_bytes + io_bytes, f32=case.dtype == jnp.float32), impls={})
     # Anything that computes every expert on every token costs E/k times the routed FLOPs.
     dense_ms = flops * s.experts / s.top_k / (0.5 * ceilings.matmul_tflops * 1e12) * 1e3
-    reference_fn = lambda xx, w, tw, ids: reference.fused_moe(xx, *w[:3], tw, ids, moe_type=s.moe_type,
-                                                               activation=s.activation)
-    cotangent = jnp.cos(jnp.arange(x.size, dtype=jnp.float32)).reshape(x.shape)
-    # Routing and cotangent are arguments of the timed function, never constants closed over:
-    # XLA would fold everything that depends only on them (the sort by expert, the tile tables,
-    # the backward's gather of dy) into constants at compile time and leave it out of the timing.
-    routing = (topk_weights, topk_ids, cotangent) if grad else (topk_weights, topk_ids)
-    if grad:
-        _, ref = jax.jit(with_gradient(reference_fn))(x, weights, *routing)
-        ref = (ref[0], ref[2])  # d x, d topk_weights
-    else:
-        ref = jax.jit(reference_fn)(x, weights, *routing)
+    reference_fn = reference_layer(s)
+    routing = routing_arguments(x, topk_weights, topk_ids, grad)
+    ref = checked_values(jax.jit(with_gradient(reference_fn) if grad else reference_fn)(x, weights, *routing), grad)
 
     candidates = {}
     for backend in backends.names():
@@ -220,7 +233,7 @@ def moe_row(case: MoECase, ceilings: harness.Ceilings, max_estimated_ms: float, 
             continue
         try:
             out = jax.jit(fn)(x, prepared, *routing)
-            checked = (out[1][0], out[1][2]) if grad else out
+            checked = checked_values(out, grad)
             error = max(relative_error(o, r) for o, r in zip(jax.tree.leaves(checked), jax.tree.leaves(ref)))
             if not error <= TOLERANCE[case.dtype]:
                 row["impls"][impl] = dict(status="FAIL", rel_err=error)
