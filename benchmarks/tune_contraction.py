@@ -25,12 +25,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="qwen3_30b_a3b")
     parser.add_argument("--tokens", type=int, default=4096)
-    # x1 at the end: the output tile staged a 64-column chunk at a time (a 6th ring stage with one
-    # consumer, a 5th with two; lowers for CUDA; unmeasured).
-    parser.add_argument("--configs", default="128x128x64x6x1,128x128x64x6x1x1,128x128x64x6x2x1,128x128x64x6x2,"
-                                             "128x64x64x6x1,64x128x64x6x1",
+    # Session 14's candidates (lower for CUDA, unmeasured): the default's ring 5 -> 6 stages (the
+    # contraction's SMEM reserve is 1 KiB now), two consumers sharing 128 x 256 items with 4 stages
+    # and their 64-column output chunks through two buffers, alternate items with 5 stages.
+    parser.add_argument("--configs", default="128x128x64x5x1,128x128x64x6x1,128x256x64x4x2x1xc,128x128x64x6x2",
                         help="comma list of block_m x block_n x block_k x stages (at most) x consumers "
-                             "(consumers take alternate items) [x staging_chunks]")
+                             "(consumers take alternate items) [x staging_chunks] [x c: consumers share each item]")
     parser.add_argument("--out", default="benchmarks/results")
     args = parser.parse_args(argv)
     from jax.experimental.mosaic.gpu import profiler
@@ -47,7 +47,8 @@ def main(argv=None):
     cases = {"gate_up (xs^T [dg, du])": (xs, [dg, du]), "down (h^T dy)": (dg, [xs])}
     results, expected = [], {}
     for (name, (lhs, rhs)), spec in itertools.product(cases.items(), args.configs.split(",")):
-        cfg = ContractionConfig(*map(int, spec.split("x")))
+        fields = spec.split("x")
+        cfg = ContractionConfig(*(int(f) for f in fields if f != "c"), cooperative=fields[-1] == "c")
         fn = jax.jit(lambda lhs, rhs, cfg=cfg: expert_contraction(layout, lhs, rhs, cfg, jnp.bfloat16))
         try:
             out, times = profiler.measure(fn, iterations=5)(lhs, rhs)

@@ -201,7 +201,8 @@ def test_consumers_on_alternate_items():
 
 def test_no_races_in_the_backward_kernels():
     """The backward's kernels with their default tilings (down_backward: two consumers; up_backward:
-    one consumer, two phases through the ring) under the race detector, each checked after it runs."""
+    one consumer, two phases through the ring), and the contraction's consumers on alternate items
+    or sharing each, under the race detector, each checked after it runs."""
     problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(20, 64, 128)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
     races = lambda: interpret_pallas_call.get_races().races_found
@@ -216,6 +217,9 @@ def test_no_races_in_the_backward_kernels():
     assert not races()
     chunked = mosaic_gpu_grad.ContractionConfig(64, 128, 64, 3, consumers=2, staging_chunks=1)  # two stores a tile
     mosaic_gpu_grad.expert_contraction(layout, xs, list(dpre), chunked, jnp.bfloat16, params)
+    assert not races()
+    shared = mosaic_gpu_grad.ContractionConfig(128, 128, 64, 3, consumers=2, cooperative=True)  # 64 rows each
+    mosaic_gpu_grad.expert_contraction(layout, dpre[0], [dpre[1]], shared, jnp.bfloat16, params)
     assert not races()
 
 
@@ -242,22 +246,25 @@ def test_tile_operands_in_the_output_staging():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks",
-                         [(16, 2, 1, 64, 0), (16, 4, 2, 64, 0), (32, 3, 2, 64, 0), (32, 2, 2, 64, 0), (16, 3, 1, 128, 1),
-                          (32, 2, 2, 128, 1)])
-def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers, block_n, staging_chunks):
+@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks, cooperative",
+                         [(16, 2, 1, 64, 0, False), (16, 4, 2, 64, 0, False), (32, 3, 2, 64, 0, False),
+                          (32, 2, 2, 64, 0, False), (16, 3, 1, 128, 1, False), (32, 2, 2, 128, 1, False),
+                          (64, 2, 1, 64, 0, False), (32, 3, 2, 128, 0, True), (64, 2, 2, 128, 1, True)])
+def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers, block_n, staging_chunks, cooperative):
     """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over
     several row blocks, boundary blocks shared by neighbouring experts, NaN in every row past the routed
     ones (rows no expert owns must never reach a sum), two right-hand sides; one consumer or two taking
-    alternate items; output tiles staged whole or a 64-column chunk at a time."""
-    T, k, E, M, N = 40, 3, 7, 64, 128
+    alternate items or sharing each (64 of its 128 rows each); output tiles staged whole or a
+    64-column chunk at a time; blocks of 16 to 64 rows (masked 16 rows at a time: chunks of other
+    experts' rows cleared, boundary chunks masked)."""
+    T, k, E, M, N = 40, 3, 7, 128 if cooperative else 64, 128
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32).at[:, 0].set(2)  # experts 5, 6: empty
     layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64)
     rows, routed = row_count(T, k, 64), T * k
     lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16).at[routed:].set(jnp.nan)
     rhs = [jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16).at[routed:].set(jnp.nan) for _ in range(2)]
-    cfg = mosaic_gpu_grad.ContractionConfig(64, block_n, block_k, stages, consumers, staging_chunks)
+    cfg = mosaic_gpu_grad.ContractionConfig(M, block_n, block_k, stages, consumers, staging_chunks, cooperative)
     outs = mosaic_gpu_grad.expert_contraction(layout, lhs, rhs, cfg, jnp.float32, interpret=True)
     start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
     assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32
@@ -266,6 +273,18 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
         b = np.asarray(r, np.float32)
         expected = np.stack([a[s:s + n].T @ b[s:s + n] for s, n in zip(start, size)])
         np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_fitted_contraction_config():
+    """The contraction's blocks halve until they divide M and N; consumers sharing an item need 64
+    rows and columns each, else one consumer takes it."""
+    shared = mosaic_gpu_grad.ContractionConfig(128, 256, 64, 4, consumers=2, staging_chunks=1, cooperative=True)
+    fit = mosaic_gpu_grad.fitted_contraction_config
+    assert fit(shared, 2048, 768) == shared
+    assert fit(shared, 2048, 384) == dataclasses.replace(shared, block_n=128)
+    alone = fit(shared, 64, 768)
+    assert (alone.block_m, alone.block_n, alone.consumers, alone.cooperative) == (64, 128, 1, False)
+    assert fit(mosaic_gpu_grad.ContractionConfig(128, 128, 64, 5), 192, 96) == mosaic_gpu_grad.ContractionConfig(64, 32, 64, 5)
 
 
 @pytest.mark.parametrize("block_k, consumers", [(16, 1), (32, 2)])

@@ -169,15 +169,16 @@ SMEM_BYTES = 227 * 1024  # an sm90 CTA's shared memory
 SMEM_RESERVE = 4096  # barriers, Mosaic GPU's own scratch and alignment (measured: up to 3.7 KiB)
 
 
-def ring_slots(stage_bytes: int, other_smem) -> int:
+def ring_slots(stage_bytes: int, other_smem, reserve: int = SMEM_RESERVE) -> int:
     """Ring stages of stage_bytes that fit in the SMEM next to other_smem (plgpu.SMEM scratch)."""
     other = sum(math.prod(ref.shape) * jnp.dtype(ref.dtype).itemsize for ref in other_smem)
-    return (SMEM_BYTES - SMEM_RESERVE - other) // stage_bytes
+    return (SMEM_BYTES - reserve - other) // stage_bytes
 
 
-def ring_stages(cfg, stage_bytes: int, other_smem) -> int:
-    """Stages of a producer's SMEM ring: as many as fit next to other_smem, at most cfg.stages."""
-    stages = min(cfg.stages, ring_slots(stage_bytes, other_smem))
+def ring_stages(cfg, stage_bytes: int, other_smem, reserve: int = SMEM_RESERVE) -> int:
+    """Stages of a producer's SMEM ring: as many as fit next to other_smem and `reserve` bytes, at
+    most cfg.stages."""
+    stages = min(cfg.stages, ring_slots(stage_bytes, other_smem, reserve))
     if stages < 2:
         raise ValueError(f"{cfg}: the epilogue's SMEM ({[ref.shape for ref in other_smem]}) leaves no room for a "
                          f"2-stage ring of {stage_bytes} B stages")

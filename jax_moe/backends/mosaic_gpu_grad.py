@@ -62,6 +62,12 @@ KERNEL_ACTIVATION_GRADS = {
 }
 
 
+# SMEM that expert_contraction's ring leaves to its barriers and Mosaic GPU's scratch: lowering
+# reports 112 B beyond the ring and the staging (a 7-stage 128 x 128 ring, 262256 B); the
+# grouped GEMMs keep mosaic_gpu.SMEM_RESERVE.
+CONTRACTION_RESERVE = 1024
+
+
 @dataclasses.dataclass(frozen=True)
 class ContractionConfig:
     """Tiling of expert_contraction: out[e] blocks of block_m x block_n, block_k rows per step."""
@@ -74,8 +80,15 @@ class ContractionConfig:
     # overlap the other's MMAs); one more warpgroup produces the loads.
     consumers: int = 1
     # OUT_CHUNK-column chunks of an output tile staged in SMEM at once (0: the whole tile): fewer
-    # leave room for more ring stages, at the cost of waiting for a chunk's store before the next.
+    # leave room for more ring stages; the chunks go through two buffers where an item has an even
+    # number of them (one chunk's store reads one while the next fills the other), else through one
+    # (each chunk waits for the previous one's store).
     staging_chunks: int = 0
+    # The consumers share each item instead, each taking block_m / consumers of its rows: their
+    # wgmmas (64 x block_n x 16 each) read the rhs block from SMEM once per 64 rows, so a 256-column
+    # block reads half the SMEM bytes per MMA of a 128-column one (SMEM's bandwidth is shared with
+    # the TMA's writes into the ring).
+    cooperative: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,9 +103,14 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
 
     Contractions (benchmarks/tune_contraction.py, an H100 at Qwen3-30B-A3B T=4096, the training
     layout: an expert has ~256 rows, 4-5 row blocks per output tile): 128x128 items, one
-    accumulator, one consumer: dWg + dWu 466 us, dWd 241 (two consumers on alternate items: 485,
-    253; the same in clusters of two sharing lhs blocks by TMA multicast: 502, 258; dWg and dWu as
-    two 128x64 accumulators of one item, two consumers, session 10: 525).
+    accumulator, one consumer, 5 ring stages: dWg + dWu 460-469 us, dWd 239-243 (two consumers on
+    alternate items: 483-485, 252-253; the same in clusters of two sharing lhs blocks by TMA
+    multicast: 502, 258; dWg and dWu as two 128x64 accumulators of one item, two consumers,
+    session 10: 525). Session 13 (ncu: tensor pipe 52 % busy, L2 71 %, DRAM 63 %): two consumers
+    sharing 128x256 items, 3 stages: 520, 254; 4 stages with 64-column chunks staged through one
+    buffer: 461, 250 (one consumer with such chunks: 541, 279); accumulators stored to HBM straight
+    from the registers (no staging, 6 stages): 1009, 487; boundary blocks masked 16 rows at a time:
+    no change. Unmeasured: 6 stages (CONTRACTION_RESERVE), shared items with double-buffered chunks.
     down_backward: 128-column items (two consumers of 64: its epilogue reads g, u and writes three
     tiles), 388 us (256 columns do not fit the SMEM; one consumer of 64: 584). It waits on its loads
     (ncu, session 12): g, u fetched into the outputs' staging (GemmConfig.borrow_staging) leave room
@@ -106,8 +124,19 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
         down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, 128, stages=7), tile_width=4),
         up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1,
                                   alternate=mosaic_gpu.alternate_items(problem)),
-        contraction=ContractionConfig(128, 128, 64, 6),
+        contraction=ContractionConfig(128, 128, 64, 5),
     )
+
+
+def fitted_contraction_config(cfg: ContractionConfig, M: int, N: int) -> ContractionConfig:
+    """cfg for out [E, M, N]: its blocks halved until they divide M and N; consumers sharing an
+    item need 64 rows and columns each, else one consumer takes the item (at most 128 columns:
+    its accumulator's registers) with as many ring stages as fit."""
+    cfg = dataclasses.replace(cfg, block_m=mosaic_gpu.largest_dividing(M, cfg.block_m),
+                              block_n=mosaic_gpu.largest_dividing(N, cfg.block_n))
+    if cfg.cooperative and min(cfg.block_m, cfg.block_n) < 64 * cfg.consumers:
+        cfg = ContractionConfig(cfg.block_m, min(cfg.block_n, 128), cfg.block_k, stages=8)
+    return cfg
 
 
 def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights, problem: MoEProblem,
@@ -175,17 +204,27 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     block read 4), its n-blocks of all rhs in one planar snake over the expert's (m, n) tiles.
     Warp-specialised: a producer warpgroup streams the row blocks of all of a CTA's items through
     one SMEM ring; cfg.consumers warpgroups take alternate items whole (with two, one's masking
-    and epilogue overlap the other's MMAs). Each consumer has its own set of per-slot full barriers,
-    so that it waits on every phase of the barriers it waits on (the phase parity is tracked per
-    thread).
+    and epilogue overlap the other's MMAs), each with its own set of per-slot full barriers, so
+    that it waits on every phase of the barriers it waits on (the phase parity is tracked per
+    thread); or, cfg.cooperative, share every item, each computing its block_m / consumers rows
+    (one set of full barriers; a slot is free once all have released it; a boundary block is
+    masked by all, each its lhs part and a share of the rhs columns, then they sync).
     """
     rows, M = lhs.shape
     N = rhs_list[0].shape[1]
     E = tiles.expert_start.shape[0]
-    bm, bn, bk, consumers = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers
+    bm, bn, bk, consumers, coop = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers, cfg.cooperative
+    parts = consumers if coop else 1  # an item's row parts, one per consumer when they cooperate
+    part_m = bm // parts
+    full_sets = 1 if coop else consumers  # sets of full barriers: alternate items wait on their own
     staged_cols = cfg.staging_chunks * mosaic_gpu.OUT_CHUNK or bn  # output columns staged at once
-    if M % bm or N % bn or bn % staged_cols:
-        raise ValueError(f"{cfg} does not tile M={M}, N={N} (block_n a multiple of the {staged_cols} staged columns)")
+    # Chunked staging alternates two buffers (a chunk's store reads one while the next chunk is
+    # written to the other) when an item has an even number of chunks (so every item's first
+    # chunk goes to buffer 0: the buffer of the chunk before last).
+    buffers = 2 if staged_cols < bn and (bn // staged_cols) % 2 == 0 else 1
+    if M % bm or N % bn or bn % staged_cols or bm % (64 * parts) or bn % (64 * parts):
+        raise ValueError(f"{cfg} does not tile M={M}, N={N} (block_n a multiple of the {staged_cols} staged columns, "
+                         f"cooperating consumers 64 rows and columns each)")
     n_rhs = len(rhs_list)
     m_tiles, n_tiles = M // bm, N // bn
     n_columns = n_rhs * n_tiles  # output column blocks of all rhs: rhs nj // n_tiles, block nj % n_tiles
@@ -199,7 +238,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
     def body(start_ref, size_ref, blocks_ref, lhs_ref, *refs):
         rhs_refs, out_refs = refs[:n_rhs], refs[n_rhs:2 * n_rhs]
-        (lhs_ring, rhs_ring, full, empty), out_smem = refs[2 * n_rhs:]
+        (lhs_ring, rhs_ring, full, empty, *masked_barrier), out_smem = refs[2 * n_rhs:]
         wg = lax.axis_index("wg")
 
         def walk(item):
@@ -220,7 +259,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
         def produce(e, mi, a, ni, nb, first_step, local):
             first_row = pl.multiple_of(start_ref[e] // ALIGN_ROWS * ALIGN_ROWS, ALIGN_ROWS)
-            owner = lax.rem(local, consumers)  # the consumer whose full barriers signal the loads
+            owner = 0 if coop else lax.rem(local, consumers)  # the consumer whose full barriers signal the loads
 
             @pl.loop(0, nb)
             def _(k):
@@ -233,37 +272,49 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     plgpu.barrier_wait(empty.at[slot])
 
                 row = pl.ds(first_row + k * bk, bk)
-                plgpu.copy_gmem_to_smem(lhs_ref.at[row, pl.ds(mi * bm, bm)], lhs_ring.at[slot], loaded)
+                for p in range(parts):
+                    plgpu.copy_gmem_to_smem(lhs_ref.at[row, pl.ds(mi * bm + p * part_m, part_m)], lhs_ring.at[slot, p],
+                                            loaded)
                 for_rhs(a, lambda i: plgpu.copy_gmem_to_smem(rhs_refs[i].at[row, pl.ds(ni * bn, bn)],
                                                              rhs_ring.at[slot], loaded))
 
         def consume(e, mi, a, ni, nb, first_step, local):
-            pl.when(lax.rem(local, consumers) == wg)(lambda: consume_item(e, mi, a, ni, nb, first_step))
+            if coop:
+                consume_item(e, mi, a, ni, nb, first_step)
+            else:
+                pl.when(lax.rem(local, consumers) == wg)(lambda: consume_item(e, mi, a, ni, nb, first_step))
 
         def consume_item(e, mi, a, ni, nb, first_step):
             lead = lax.rem(start_ref[e], ALIGN_ROWS)
             end = lead + size_ref[e]  # the expert's rows are [lead, end) of its row blocks
             masked_first, masked_last = lead != 0, lax.rem(end, bk) != 0
+            part = wg if coop else 0  # this consumer's rows of the item
 
             def mask(smem, k):  # zero the rows of other experts (or of nobody)
                 row = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, smem.shape, 0),
                                         plgpu.Layout.WGMMA) + k * bk
                 smem[...] = jnp.where((row >= lead) & (row < end), smem[...], 0).astype(smem.dtype)
 
+            def mask_block(slot, k):
+                mask(lhs_ring.at[slot, part], k)
+                if not coop:
+                    mask(rhs_ring.at[slot], k)
+                share = bn // parts  # cooperating consumers mask a share of the rhs columns each
+                for p in range(parts if coop else 0):  # static slices: a tiled dimension takes no traced offset
+                    pl.when(wg == p)(lambda p=p: mask(rhs_ring.at[slot, :, pl.ds(p * share, share)], k))
+                plgpu.commit_smem()
+                if coop:  # every consumer's wgmma reads the others' masked rhs columns
+                    plgpu.barrier_arrive(masked_barrier[0])
+                    plgpu.barrier_wait(masked_barrier[0])
+
             def accumulate(acc_ref):
                 @pl.loop(0, nb)
                 def _(k):
                     step = first_step + k
                     slot = lax.rem(step, stages)
-                    plgpu.barrier_wait(full.at[wg * stages + slot])
-
-                    @pl.when(((k == 0) & masked_first) | ((k == nb - 1) & masked_last))
-                    def _():
-                        mask(lhs_ring.at[slot], k)
-                        mask(rhs_ring.at[slot], k)
-                        plgpu.commit_smem()
-
-                    plgpu.wgmma(acc_ref, lhs_ring.at[slot].transpose((1, 0)), rhs_ring.at[slot])
+                    plgpu.barrier_wait(full.at[(0 if coop else wg) * stages + slot])
+                    pl.when(((k == 0) & masked_first) | ((k == nb - 1) & masked_last))(lambda: mask_block(slot, k))
+                    plgpu.wgmma(acc_ref, lhs_ring.at[slot, part].transpose((1, 0)), rhs_ring.at[slot])
                     plgpu.wgmma_wait(1)
 
                     @pl.when(k > 0)
@@ -277,22 +328,28 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
                 return acc_ref[...]
 
-            acc = pl.run_scoped(accumulate, plgpu.ACC((bm, bn), jnp.float32)).astype(out_dtype)
-            for c in range(0, bn, staged_cols):  # rounds of staged columns through the staging
-                plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous store has read the SMEM
-                out_smem[wg] = acc[:, c:c + staged_cols]
+            acc = pl.run_scoped(accumulate, plgpu.ACC((part_m, bn), jnp.float32)).astype(out_dtype)
+            for j, c in enumerate(range(0, bn, staged_cols)):  # rounds of staged columns through the buffers
+                buffer = out_smem.at[wg, j % buffers]
+                plgpu.wait_smem_to_gmem(buffers - 1, wait_read_only=True)  # the buffer's last store has read it
+                buffer[...] = acc[:, c:c + staged_cols]
                 plgpu.commit_smem()
-                for_rhs(a, lambda i, c=c: plgpu.copy_smem_to_gmem(
-                    out_smem.at[wg], out_refs[i].at[e, pl.ds(mi * bm, bm), pl.ds(ni * bn + c, staged_cols)]))
+                for_rhs(a, lambda i, c=c, buffer=buffer: plgpu.copy_smem_to_gmem(
+                    buffer, out_refs[i].at[e, pl.ds(mi * bm + part * part_m, part_m), pl.ds(ni * bn + c, staged_cols)]))
 
         mosaic_gpu.warpgroup_roles(wg, consumers, stages, empty, walk, produce, consume)
 
-    staging = plgpu.SMEM((consumers, bm, staged_cols), out_dtype, transforms=tiled_swizzled((bm, staged_cols), out_dtype))
-    stages = mosaic_gpu.ring_stages(cfg, (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize, [staging])
-    ring = (plgpu.SMEM((stages, bk, bm), dtype, transforms=tiled_swizzled((bk, bm), dtype)),
+    staging = plgpu.SMEM((consumers, buffers, part_m, staged_cols), out_dtype,
+                         transforms=tiled_swizzled((part_m, staged_cols), out_dtype))
+    stages = mosaic_gpu.ring_stages(cfg, (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize, [staging], CONTRACTION_RESERVE)
+    ring = (plgpu.SMEM((stages, parts, bk, part_m), dtype, transforms=tiled_swizzled((bk, part_m), dtype)),
             plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
-            plgpu.Barrier(num_arrivals=2, num_barriers=consumers * stages),  # full (lhs, rhs): per consumer
-            plgpu.Barrier(num_arrivals=1, num_barriers=stages))  # empty: the item's consumer releases
+            # full: the lhs parts and the rhs loaded; per consumer unless they cooperate
+            plgpu.Barrier(num_arrivals=parts + 1, num_barriers=full_sets * stages),
+            # empty: the item's consumer (or every cooperating one) releases the slot
+            plgpu.Barrier(num_arrivals=parts, num_barriers=stages))
+    if coop:  # the consumers' masking of a boundary block done
+        ring += (plgpu.Barrier(num_arrivals=consumers, num_barriers=1),)
     kernel = plgpu.kernel(
         body,
         out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_rhs,
@@ -346,10 +403,8 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
     dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
     dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
 
-    def contraction(lhs, rhs_list, dtype):  # blocks: the largest that divide this M and N
-        cfg = cfgs.contraction
-        cfg = dataclasses.replace(cfg, block_m=mosaic_gpu.largest_dividing(lhs.shape[1], cfg.block_m),
-                                  block_n=mosaic_gpu.largest_dividing(rhs_list[0].shape[1], cfg.block_n))
+    def contraction(lhs, rhs_list, dtype):
+        cfg = fitted_contraction_config(cfgs.contraction, lhs.shape[1], rhs_list[0].shape[1])
         return expert_contraction(layout, lhs, rhs_list, cfg, dtype, interpret)
 
     first_grads = contraction(xs, list(dpre), weights.gate.dtype)  # dWg (, dWu) or dW1
