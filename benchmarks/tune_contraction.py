@@ -21,6 +21,13 @@ from jax_moe.permutation import align_to_tiles, row_count
 from jax_moe.shapes import SHAPES
 
 
+def parse_config(spec: str) -> ContractionConfig:
+    """'bm x bn x bk x stages x consumers [x staging_chunks] [x c]' -> ContractionConfig (c: the
+    consumers share each item)."""
+    fields = spec.split("x")
+    return ContractionConfig(*(int(f) for f in fields if f != "c"), cooperative=fields[-1] == "c")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="qwen3_30b_a3b")
@@ -47,8 +54,7 @@ def main(argv=None):
     cases = {"gate_up (xs^T [dg, du])": (xs, [dg, du]), "down (h^T dy)": (dg, [xs])}
     results, expected = [], {}
     for (name, (lhs, rhs)), spec in itertools.product(cases.items(), args.configs.split(",")):
-        fields = spec.split("x")
-        cfg = ContractionConfig(*(int(f) for f in fields if f != "c"), cooperative=fields[-1] == "c")
+        cfg = parse_config(spec)
         fn = jax.jit(lambda lhs, rhs, cfg=cfg: expert_contraction(layout, lhs, rhs, cfg, jnp.bfloat16))
         try:
             out, times = profiler.measure(fn, iterations=5)(lhs, rhs)

@@ -140,3 +140,13 @@ def test_kernel_breakdown_takes_the_median_call(monkeypatch):
     assert result["kernels_us"]["up"] == pytest.approx(500.0) and result["kernels_us"]["down"] == pytest.approx(200.0)
     monkeypatch.setattr(profiler, "measure", lambda fn, aggregate, iterations: lambda *args: (None, calls[1]))
     assert kernel_times.kernel_breakdown(lambda: None, (), 1)["total_us"] == pytest.approx((900.0,) * 3)
+
+
+def test_tune_contraction_parses_its_configs():
+    """tune_contraction's specs: block_m x block_n x block_k x stages x consumers [x staging_chunks]
+    [x c], c for consumers sharing each item."""
+    from benchmarks.tune_contraction import parse_config
+    from jax_moe.backends.mosaic_gpu_grad import ContractionConfig
+    assert parse_config("128x128x64x5x1") == ContractionConfig(128, 128, 64, 5, 1)
+    assert parse_config("128x256x64x4x2x1xc") == ContractionConfig(128, 256, 64, 4, 2, 1, cooperative=True)
+    assert parse_config("128x128x64x6x2x0") == ContractionConfig(128, 128, 64, 6, 2, 0)
