@@ -254,9 +254,9 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
     """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over
     several row blocks, boundary blocks shared by neighbouring experts, NaN in every row past the routed
     ones (rows no expert owns must never reach a sum), two right-hand sides; one consumer or two taking
-    alternate items or sharing each (64 of its 128 rows each); output tiles staged whole or a
-    64-column chunk at a time; blocks of 16 to 64 rows (masked 16 rows at a time: chunks of other
-    experts' rows cleared, boundary chunks masked)."""
+    alternate items or sharing each (64 of its 128 rows each: each masks its lhs part and half of
+    the rhs columns); output tiles staged whole or a 64-column chunk at a time; blocks of 16 to 64
+    rows."""
     T, k, E, M, N = 40, 3, 7, 128 if cooperative else 64, 128
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32).at[:, 0].set(2)  # experts 5, 6: empty

@@ -222,7 +222,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     # written to the other) when an item has an even number of chunks (so every item's first
     # chunk goes to buffer 0: the buffer of the chunk before last).
     buffers = 2 if staged_cols < bn and (bn // staged_cols) % 2 == 0 else 1
-    if M % bm or N % bn or bn % staged_cols or bm % (64 * parts) or bn % (64 * parts):
+    if M % bm or N % bn or bn % staged_cols or (coop and (bm % (64 * parts) or bn % (64 * parts))):
         raise ValueError(f"{cfg} does not tile M={M}, N={N} (block_n a multiple of the {staged_cols} staged columns, "
                          f"cooperating consumers 64 rows and columns each)")
     n_rhs = len(rhs_list)
