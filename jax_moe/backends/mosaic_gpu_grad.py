@@ -110,7 +110,9 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     sharing 128x256 items, 3 stages: 520, 254; 4 stages with 64-column chunks staged through one
     buffer: 461, 250 (one consumer with such chunks: 541, 279); accumulators stored to HBM straight
     from the registers (no staging, 6 stages): 1009, 487; boundary blocks masked 16 rows at a time:
-    no change. Unmeasured: 6 stages (CONTRACTION_RESERVE), shared items with double-buffered chunks.
+    no change. Session 14: 6 stages 471 (5: 468); the expert tables read from SMEM instead of
+    global memory, 477 -> 469; shared 128x256 items with 4 stages and double-buffered 64-column
+    chunks 453-455, 241-251 (T=16384: 1213, 622 against 1251, 652).
     down_backward: 128-column items (two consumers of 64: its epilogue reads g, u and writes three
     tiles), 388 us (256 columns do not fit the SMEM; one consumer of 64: 584). It waits on its loads
     (ncu, session 12): g, u fetched into the outputs' staging (GemmConfig.borrow_staging) leave room
@@ -231,15 +233,23 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     dtype = lhs.dtype
     lead = tiles.expert_start % ALIGN_ROWS  # rows of the previous expert before the first block's start
     num_blocks = jnp.where(tiles.expert_size > 0, (lead + tiles.expert_size + bk - 1) // bk, 0)
+    # Every item reads its expert's start, size and row blocks: from SMEM, fetched once per CTA by
+    # one bulk copy (E padded to whole 16-byte rows), not by scalar loads from global memory.
+    padded_experts = -(-E // 4) * 4
+    tables = jnp.pad(jnp.stack([tiles.expert_start, tiles.expert_size, num_blocks]).astype(jnp.int32),
+                     ((0, 0), (0, padded_experts - E)))
 
     def for_rhs(a, fn):  # fn(i) for the rhs index i == a (a traced)
         for i in range(n_rhs):
             pl.when(a == i)(functools.partial(fn, i))
 
-    def body(start_ref, size_ref, blocks_ref, lhs_ref, *refs):
+    def body(tables_ref, lhs_ref, *refs):
         rhs_refs, out_refs = refs[:n_rhs], refs[n_rhs:2 * n_rhs]
-        (lhs_ring, rhs_ring, full, empty, *masked_barrier), out_smem = refs[2 * n_rhs:]
+        (lhs_ring, rhs_ring, full, empty, *masked_barrier), out_smem, (tables_smem, tables_loaded) = refs[2 * n_rhs:]
         wg = lax.axis_index("wg")
+        pl.when(wg == consumers)(lambda: plgpu.copy_gmem_to_smem(tables_ref, tables_smem, tables_loaded))
+        plgpu.barrier_wait(tables_loaded)
+        start_ref, size_ref, blocks_ref = tables_smem.at[0], tables_smem.at[1], tables_smem.at[2]
 
         def walk(item):
             """item(e, mi, a, ni, row blocks, first ring step, CTA-local item number) over this CTA's
@@ -341,7 +351,9 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
     staging = plgpu.SMEM((consumers, buffers, part_m, staged_cols), out_dtype,
                          transforms=tiled_swizzled((part_m, staged_cols), out_dtype))
-    stages = mosaic_gpu.ring_stages(cfg, (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize, [staging], CONTRACTION_RESERVE)
+    expert_tables = (plgpu.SMEM(tables.shape, jnp.int32), plgpu.Barrier(num_arrivals=1))
+    stages = mosaic_gpu.ring_stages(cfg, (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize, [staging, expert_tables[0]],
+                                    CONTRACTION_RESERVE)
     ring = (plgpu.SMEM((stages, parts, bk, part_m), dtype, transforms=tiled_swizzled((bk, part_m), dtype)),
             plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
             # full: the lhs parts and the rhs loaded; per consumer unless they cooperate
@@ -353,7 +365,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     kernel = plgpu.kernel(
         body,
         out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_rhs,
-        scratch_types=[ring, staging],
+        scratch_types=[ring, staging, expert_tables],
         grid=(mosaic_gpu.num_sms(interpret),),
         grid_names=("sm",),
         num_threads=consumers + 1,
@@ -361,8 +373,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         kernel_name="jax_moe_expert_contraction",
         interpret=interpret_params(interpret),
     )
-    return kernel(tiles.expert_start, tiles.expert_size, num_blocks.astype(jnp.int32),
-                  lhs, *rhs_list)
+    return kernel(tables, lhs, *rhs_list)
 
 
 def _expert_row_sums(tiles: TileLayout, values):
