@@ -73,6 +73,7 @@ def test_deterministic_and_out_of_range_ids():
         (13, 128, 64, 7, 1, (), "nomic", "gelu", jnp.float16, True, False),  # k = 1, E not a power of two
         (9, 64, 64, 4, 4, (), "nomic", "relu", jnp.bfloat16, False, True),  # k = E
         (100, 64, 64, 2, 2, (), "qwen3", "gelu", jnp.float16, False, False),  # 100 rows per expert: 3 row blocks
+        (24, 128, 128, 3, 2, (), "qwen3", "silu", jnp.bfloat16, False, False),  # contraction items shared by 2 consumers
     ],
 )
 def test_gradients_match_reference(T, H, I, E, k, empty, moe_type, activation, dtype, biases, recompute):

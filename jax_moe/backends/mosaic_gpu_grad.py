@@ -112,7 +112,8 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     from the registers (no staging, 6 stages): 1009, 487; boundary blocks masked 16 rows at a time:
     no change. Session 14: 6 stages 471 (5: 468); the expert tables read from SMEM instead of
     global memory, 477 -> 469; shared 128x256 items with 4 stages and double-buffered 64-column
-    chunks 453-455, 241-251 (T=16384: 1213, 622 against 1251, 652).
+    chunks 453-455, 241-251 (T=16384: 1213, 622 against 1251, 652): the default. Both together
+    took the jax.grad step from 2506-2512 to 2477-2482 us.
     down_backward: 128-column items (two consumers of 64: its epilogue reads g, u and writes three
     tiles), 388 us (256 columns do not fit the SMEM; one consumer of 64: 584). It waits on its loads
     (ncu, session 12): g, u fetched into the outputs' staging (GemmConfig.borrow_staging) leave room
@@ -126,7 +127,7 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
         down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, 128, stages=7), tile_width=4),
         up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1,
                                   alternate=mosaic_gpu.alternate_items(problem)),
-        contraction=ContractionConfig(128, 128, 64, 5),
+        contraction=ContractionConfig(128, 256, 64, 4, consumers=2, staging_chunks=1, cooperative=True),
     )
 
 
