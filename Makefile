@@ -8,6 +8,8 @@ PY := $(VENV)/bin/python
 JAX_PINS := jax==0.11.2 jaxlib==0.11.2
 BUILD_DEPS := "scikit-build-core>=0.10" "cmake>=3.24" ninja
 PYTEST_ARGS ?=
+# pytest-xdist workers: the interpret-mode kernel tests are CPU-bound (2 cores: 14.5 -> 9.3 min).
+TEST_WORKERS ?= 2
 
 .PHONY: test bench install gpu-check clean
 
@@ -23,7 +25,7 @@ install: $(PY)
 	PATH="$$PATH:/usr/local/cuda/bin" $(PY) -m pip install -q --no-build-isolation ".[test,bench]" $(JAX_PINS)
 
 test: install
-	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(VENV)/bin/pytest -q $(PYTEST_ARGS)
+	HYPOTHESIS_PROFILE=$${HYPOTHESIS_PROFILE:-ci} $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 bench: install
 	PYTHONUNBUFFERED=1 $(PY) -m benchmarks.run
