@@ -276,6 +276,25 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
         np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
 
 
+def test_expert_contraction_with_more_experts_than_smem_tables():
+    """E = 200: the expert tables (2.4 KiB) do not fit in the 2 KiB that shared 128 x 256-style items
+    leave beside their ring, so every warpgroup reads them from global memory; same sums. Most
+    experts are empty (their tiles are zeros)."""
+    T, k, E, M, N = 24, 2, 200, 128, 128
+    rng = np.random.default_rng(3)
+    ids = jnp.asarray(rng.integers(0, 6, (T, k)) * 33, jnp.int32)  # experts 0, 33, ..., 165
+    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64)
+    rows = row_count(T, k, 64)
+    lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16)
+    rhs = jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16)
+    cfg = mosaic_gpu_grad.ContractionConfig(M, N, 64, 99, 2, 1, cooperative=True)  # as many stages as fit
+    (out,) = mosaic_gpu_grad.expert_contraction(layout, lhs, [rhs], cfg, jnp.float32, interpret=True)
+    a, b = np.asarray(lhs, np.float32), np.asarray(rhs, np.float32)
+    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
+    expected = np.stack([a[s:s + n].T @ b[s:s + n] for s, n in zip(start, size)])
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
+
+
 def test_fitted_contraction_config():
     """The contraction's blocks halve until they divide M and N; consumers sharing an item need 64
     rows and columns each, else one consumer takes it."""

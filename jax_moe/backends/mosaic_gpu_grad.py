@@ -235,7 +235,8 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     lead = tiles.expert_start % ALIGN_ROWS  # rows of the previous expert before the first block's start
     num_blocks = jnp.where(tiles.expert_size > 0, (lead + tiles.expert_size + bk - 1) // bk, 0)
     # Every item reads its expert's start, size and row blocks: from SMEM, fetched once per CTA by
-    # one bulk copy (E padded to whole 16-byte rows), not by scalar loads from global memory.
+    # one bulk copy (E padded to whole 16-byte rows), where they fit beside the ring's stages (E <=
+    # 168 with the default tiling); else by scalar loads from global memory.
     padded_experts = -(-E // 4) * 4
     tables = jnp.pad(jnp.stack([tiles.expert_start, tiles.expert_size, num_blocks]).astype(jnp.int32),
                      ((0, 0), (0, padded_experts - E)))
@@ -246,11 +247,14 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
     def body(tables_ref, lhs_ref, *refs):
         rhs_refs, out_refs = refs[:n_rhs], refs[n_rhs:2 * n_rhs]
-        (lhs_ring, rhs_ring, full, empty, *masked_barrier), out_smem, (tables_smem, tables_loaded) = refs[2 * n_rhs:]
+        (lhs_ring, rhs_ring, full, empty, *masked_barrier), out_smem, *smem_tables = refs[2 * n_rhs:]
         wg = lax.axis_index("wg")
-        pl.when(wg == consumers)(lambda: plgpu.copy_gmem_to_smem(tables_ref, tables_smem, tables_loaded))
-        plgpu.barrier_wait(tables_loaded)
-        start_ref, size_ref, blocks_ref = tables_smem.at[0], tables_smem.at[1], tables_smem.at[2]
+        if smem_tables:
+            (tables_smem, tables_loaded), = smem_tables
+            pl.when(wg == consumers)(lambda: plgpu.copy_gmem_to_smem(tables_ref, tables_smem, tables_loaded))
+            plgpu.barrier_wait(tables_loaded)
+            tables_ref = tables_smem
+        start_ref, size_ref, blocks_ref = tables_ref.at[0], tables_ref.at[1], tables_ref.at[2]
 
         def walk(item):
             """item(e, mi, a, ni, row blocks, first ring step, CTA-local item number) over this CTA's
@@ -352,9 +356,10 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
 
     staging = plgpu.SMEM((consumers, buffers, part_m, staged_cols), out_dtype,
                          transforms=tiled_swizzled((part_m, staged_cols), out_dtype))
+    stage_bytes = (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize
+    stages = mosaic_gpu.ring_stages(cfg, stage_bytes, [staging], CONTRACTION_RESERVE)
     expert_tables = (plgpu.SMEM(tables.shape, jnp.int32), plgpu.Barrier(num_arrivals=1))
-    stages = mosaic_gpu.ring_stages(cfg, (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize, [staging, expert_tables[0]],
-                                    CONTRACTION_RESERVE)
+    tables_in_smem = mosaic_gpu.ring_slots(stage_bytes, [staging, expert_tables[0]], CONTRACTION_RESERVE) >= stages
     ring = (plgpu.SMEM((stages, parts, bk, part_m), dtype, transforms=tiled_swizzled((bk, part_m), dtype)),
             plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
             # full: the lhs parts and the rhs loaded; per consumer unless they cooperate
@@ -366,7 +371,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     kernel = plgpu.kernel(
         body,
         out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_rhs,
-        scratch_types=[ring, staging, expert_tables],
+        scratch_types=[ring, staging] + ([expert_tables] if tables_in_smem else []),
         grid=(mosaic_gpu.num_sms(interpret),),
         grid_names=("sm",),
         num_threads=consumers + 1,
