@@ -32,9 +32,9 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--shape", default="qwen3_30b_a3b")
     parser.add_argument("--tokens", type=int, default=4096)
-    # Session 14's candidates (lower for CUDA, unmeasured): the default's ring 5 -> 6 stages (the
-    # contraction's SMEM reserve is 1 KiB now), two consumers sharing 128 x 256 items with 4 stages
-    # and their 64-column output chunks through two buffers, alternate items with 5 stages.
+    # Session 14's sweep (H100, Qwen3 T=4096: benchmarks/NOTES.md): 128 x 128 items with 5 and 6
+    # ring stages, two consumers sharing 128 x 256 items with 4 stages and their 64-column output
+    # chunks through two buffers (the default since), alternate items with 6 stages.
     parser.add_argument("--configs", default="128x128x64x5x1,128x128x64x6x1,128x256x64x4x2x1xc,128x128x64x6x2",
                         help="comma list of block_m x block_n x block_k x stages (at most) x consumers "
                              "(consumers take alternate items) [x staging_chunks] [x c: consumers share each item]")

@@ -277,9 +277,9 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
 
 
 def test_expert_contraction_with_more_experts_than_smem_tables():
-    """E = 200: the expert tables (2.4 KiB) do not fit in the 2 KiB that shared 128 x 256-style items
-    leave beside their ring, so every warpgroup reads them from global memory; same sums. Most
-    experts are empty (their tiles are zeros)."""
+    """E = 200: the expert tables (2.4 KiB) do not fit in the 2 KiB that shared 128 x 128 items leave
+    beside as many ring stages as fit, so every warpgroup reads them from global memory; same sums.
+    Most experts are empty (their tiles are zeros)."""
     T, k, E, M, N = 24, 2, 200, 128, 128
     rng = np.random.default_rng(3)
     ids = jnp.asarray(rng.integers(0, 6, (T, k)) * 33, jnp.int32)  # experts 0, 33, ..., 165
