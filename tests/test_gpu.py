@@ -154,6 +154,33 @@ def test_mosaic_gpu_on_benchmark_shapes(shape, T, dtype):
     np.testing.assert_array_equal(out, on_gpu_mosaic(args, s.moe_type, s.activation))
 
 
+@pytest.mark.parametrize("shape, T", [("qwen3_30b_a3b", 1), ("qwen3_30b_a3b", 64), ("qwen3_30b_a3b", 4096),
+                                      ("seed_nomic", 512), ("mixtral_8x7b", 64)])
+def test_compiled_row_gather_equals_the_gathered_copy(shape, T):
+    """expert_up reading x's rows itself (cp.async gathers of the producer warpgroup) is bitwise
+    expert_up on x[row_token], in every row the kernels write: decode, split and alternate items."""
+    from jax_moe.backends import mosaic_gpu
+    from jax_moe.moe import describe
+    from jax_moe.permutation import align_to_tiles, rows_as_tiles
+    from jax_moe.shapes import SHAPES
+    s = SHAPES[shape]
+    args, _ = make_case(T, T, s.hidden, s.intermediate, s.experts, s.top_k, moe_type=s.moe_type, dtype=jnp.bfloat16)
+    problem, weights = describe(*args, moe_type=s.moe_type, activation=s.activation)
+    x, _, _, _, w, ids = args
+    cfg = mosaic_gpu.choose_configs(problem)[0]
+
+    def both(x, weights, w, ids):
+        layout = (rows_as_tiles if T == 1 else align_to_tiles)(ids, w, problem.experts, cfg.block_m)
+        gathered = mosaic_gpu.expert_up(layout, x, weights, problem, cfg, gather=True)
+        copied = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, cfg)
+        return gathered, copied, layout.slot_row
+
+    gathered, copied, routed = map(np.asarray, on_gpu(both, x, weights, w, ids))
+    routed = routed.ravel()
+    assert np.isfinite(gathered[routed].astype(np.float32)).all()
+    np.testing.assert_array_equal(gathered[routed], copied[routed])
+
+
 @pytest.mark.parametrize("T, k, E", [(33, 9, 3), (4096, 8, 128), (16384, 8, 128), (1000, 2, 8), (777, 6, 300),
                                      (5000, 4, 511)])
 def test_mosaic_gpu_routing_kernel_sorts_like_xla(T, k, E):

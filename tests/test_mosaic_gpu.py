@@ -115,9 +115,27 @@ def test_no_races_between_tiles(T):
     x, _, _, _, w, ids = args
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
-    h = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, up_cfg, params)
+    h = mosaic_gpu.expert_up(layout, x, weights, problem, up_cfg, params, gather=True)  # the forward's rows gather
     mosaic_gpu.expert_down(layout, h, weights, problem, down_cfg, params)
     assert not interpret_pallas_call.get_races().races_found
+
+
+@pytest.mark.parametrize("T, alternate, one_token", [(3, False, True), (40, False, False), (40, True, False)])
+def test_expert_up_gathers_rows_itself(T, alternate, one_token):
+    """expert_up reading x's rows through the producer's row gather (the forward) is bitwise
+    expert_up on the gathered copy (the backward's), on split and alternate items and on one
+    token's rows_as_tiles layout (tiles of one row, blocks that start before it)."""
+    args, kwargs = make_case(5, T, 128, 128, 3, 2, dtype=jnp.bfloat16, biases=True)
+    problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
+    x, _, _, _, w, ids = args
+    cfg = dataclasses.replace(mosaic_gpu.choose_configs(problem)[0], alternate=alternate)
+    layout = (rows_as_tiles(ids[:1], w[:1], problem.experts, cfg.block_m) if one_token
+              else align_to_tiles(ids, w, problem.experts, cfg.block_m))
+    gathered = mosaic_gpu.expert_up(layout, x, weights, problem, cfg, True, gather=True)
+    copied = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, cfg, True)
+    routed = np.asarray(layout.slot_row).ravel()  # the rows the kernels write (and the combine reads)
+    assert routed.size and not np.isnan(np.asarray(gathered, np.float32)[routed]).any()
+    assert np.array_equal(np.asarray(gathered, np.float32)[routed], np.asarray(copied, np.float32)[routed])
 
 
 def test_outputs_staged_in_rounds():

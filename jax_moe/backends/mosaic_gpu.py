@@ -6,6 +6,8 @@ Pipeline, for bf16 / f16 (x [T, H], k slots per token):
      start at multiples of 8 rows and each belong to one expert (one token's forward:
      rows_as_tiles, one tile per row, no sort);
   2. gather: xs[r] = x[row_token[r]]                                     [rows, H]
+     (read row by row by expert_up's producer warpgroup (mosaic_gpu_gather), except for decode
+     batches and the backward, which gather a copy);
   3. expert_up kernel:   h = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   [rows, I]
                          (nomic: act(xs W1[e] + b1[e])); gate and up share one pipeline, fp32
                          accumulators, activation in the epilogue, h stored in x's dtype;
@@ -31,6 +33,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
+from jax_moe.backends import mosaic_gpu_gather
 from jax_moe.backends.registry import Backend, ExpertWeights, MoEProblem, register
 from jax_moe.permutation import ALIGN_ROWS, COMPARE_RANK_ROWS, TileLayout, align_to_tiles, rows_as_tiles
 
@@ -91,7 +94,11 @@ ITEM_ACC_COLUMNS = 256
 # T=4096: faster). Ungated problems keep the split: seed nomic T=32768 went 1355 -> 1951 us with
 # alternate items (each consumer then holds a whole 64 x 256 f32 accumulator).
 ALTERNATE_MIN_ROWS = 8192
-PRODUCER_REGISTERS = 40  # the producer warpgroup only issues TMA loads
+PRODUCER_REGISTERS = 40  # the producer warpgroup only issues TMA loads (and cp.async row gathers)
+# Up to this many routed rows a batch is decoding: narrow n-blocks (choose_configs), and x's rows
+# gathered by XLA rather than by expert_up's producer (Qwen3-30B-A3B T=1 on an H100: expert_up
+# 20 -> 36 us with the row gather, whose cp.async latency is not hidden behind one short item).
+DECODE_ROWS = 64
 
 
 def consumer_registers(consumers: int) -> int:
@@ -120,7 +127,7 @@ def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     Measured at Qwen3-30B-A3B on an H100 (benchmarks/NOTES.md, session 5): block_m 64 beats 128
     (tiles are per expert: less padding; expert_up 447 against 508 us at T=4096). Every ring
     stage the SMEM holds pays (expert_up 582 / 479 / 437 us with 3 / 4 / 5 stages), so the rings
-    take all that fits, up to 5. Decode batches (T*k <= 64 rows) take narrow n-blocks, which
+    take all that fits, up to 5. Decode batches (T*k <= DECODE_ROWS) take narrow n-blocks, which
     spread the weights over the SMs (deeper rings or one consumer for expert_down: within 2 %).
     expert_down's outputs are staged one 64-column chunk at a time, which leaves SMEM for a 5th
     ring stage (248 -> 238 us at T=4096, session 6). From ALTERNATE_MIN_ROWS rows the two
@@ -130,7 +137,7 @@ def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     """
     block_m = 64
     rows = problem.tokens * problem.top_k
-    if rows <= 64:
+    if rows <= DECODE_ROWS:
         return gemm_config(block_m, problem.intermediate, 64), gemm_config(block_m, problem.hidden, 128)
     up_n = ITEM_ACC_COLUMNS // (2 if problem.moe_type == "qwen3" else 1)  # per accumulator
     alternate = alternate_items(problem)
@@ -224,14 +231,16 @@ def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
 
 
 def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transpose_rhs: bool, epilogue,
-                  vectors, out_dtypes, interpret, name: str, row_sums: bool = False):
+                  vectors, out_dtypes, interpret, name: str, row_sums: bool = False, lhs_rows=None):
     """outs[valid rows of a tile, n-block] = epilogue(accs, vector tiles), accs[a] = sum over phases
     (lhs, rhs_tuple) of lhs[tile block] @ rhs_tuple[a][e].
 
     phases: (lhs [rows, K_p], rhs_tuple) pairs, every rhs [E, K_p, N] (or [E, N, K_p] with
     transpose_rhs), each tuple one rhs per accumulator; the phases run one after the other into
-    the same accumulators. outs: one [rows, N] array per out_dtypes entry, written only in the
-    tiles' valid rows. vectors: (kind, array) pairs for the epilogue, fetched into SMEM: "row"
+    the same accumulators. With lhs_rows (int32 [rows], every entry in [0, T)) each lhs is x
+    [T, K_p] itself and row r of the GEMM is x[lhs_rows[r]], gathered by the producer into the
+    ring (mosaic_gpu_gather) instead of read from a gathered copy. outs: one [rows, N] array per
+    out_dtypes entry, written only in the tiles' valid rows. vectors: (kind, array) pairs for the epilogue, fetched into SMEM: "row"
     f32 [rows] (one value per row, broadcast over the columns), "col" f32 [E, N] (one per column
     of the tile's expert), "tile" [rows, N] (the tile's block itself); or read as one scalar:
     "scalar" f32 [num_tiles] (one value per tile, broadcast over its block); "tile" operands go
@@ -263,7 +272,9 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             or any(lhs.shape[1] % bk for lhs, _ in phases)):
         raise ValueError(f"{cfg} does not tile N={out_cols}, K={[lhs.shape[1] for lhs, _ in phases]} "
                          f"(block_n / consumers a multiple of {OUT_CHUNK})")
-    rows = phases[0][0].shape[0]
+    rows = phases[0][0].shape[0] if lhs_rows is None else lhs_rows.shape[0]
+    if lhs_rows is not None:
+        mosaic_gpu_gather.check_block(bm, bk, dtype)
     m_tiles, n_tiles = tiles.tile_expert.shape[0], out_cols // bn
     n_acc, n_vec, n_out = len(phases[0][1]), len(vectors), len(out_dtypes)
     kinds = [kind for kind, _ in vectors]
@@ -282,14 +293,18 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
 
     row_tiles = tiles.one_row_per_tile
     tables = (tiles.tile_expert,) if row_tiles else (tiles.tile_expert, tiles.tile_start, tiles.tile_lo, tiles.tile_size)
+    gathered = () if lhs_rows is None else (lhs_rows,)
 
     def body(*refs):
         (expert_ref, *row_refs), refs = refs[:len(tables)], refs[len(tables):]
+        lhs_rows_ref, refs = (refs[0], refs[1:]) if gathered else (None, refs)
         operand_refs, refs = refs[:len(operands)], refs[len(operands):]
         vector_refs, refs = refs[:n_vec], refs[n_vec:]
         out_refs, refs = refs[:n_out + row_sums], refs[n_out + row_sums:]
-        (lhs_ring, rhs_rings, full, empty), (out_smems, vector_smems, vector_barriers) = refs
+        (lhs_ring, rhs_rings, full, empty, *row_barriers), (out_smems, vector_smems, vector_barriers) = refs
         wg = lax.axis_index("wg")
+        if gathered:
+            mosaic_gpu_gather.init_barriers(row_barriers[0], stages, interpret)
 
         def block_start(mi):
             """First row of tile mi's block."""
@@ -337,7 +352,12 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                         plgpu.barrier_wait(empty.at[slot])
 
                     loaded = full.at[owner * stages + slot]
-                    plgpu.copy_gmem_to_smem(lhs_ref.at[pl.ds(start, bm), pl.ds(k * bk, bk)], lhs_ring.at[slot], loaded)
+                    if gathered:
+                        mosaic_gpu_gather.copy_rows(lhs_ref.at[:, pl.ds(k * bk, bk)], lhs_rows_ref.at[pl.ds(start, bm)],
+                                                    lhs_ring.at[slot], bm, lhs_tiling, row_barriers[0], slot, owner,
+                                                    stages, interpret)
+                    else:
+                        plgpu.copy_gmem_to_smem(lhs_ref.at[pl.ds(start, bm), pl.ds(k * bk, bk)], lhs_ring.at[slot], loaded)
                     for rhs_ref, ring in zip(rhs_refs, rhs_rings):
                         block = ((pl.ds(ni * bn, bn), pl.ds(k * bk, bk)) if transpose_rhs
                                  else (pl.ds(k * bk, bk), pl.ds(ni * bn, bn)))
@@ -383,6 +403,8 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                         step = first_step + phase_first + k
                         slot = lax.rem(step, stages)
                         plgpu.barrier_wait(full.at[owner * stages + slot])
+                        if gathered:
+                            mosaic_gpu_gather.wait_rows(row_barriers[0], step, owner, stages, interpret)
                         for acc_ref, ring in zip(acc_refs, rhs_rings):
                             rhs = (ring.at[slot, pl.ds(part * wn, wn), :].transpose((1, 0)) if transpose_rhs
                                    else ring.at[slot, :, pl.ds(part * wn, wn)])
@@ -464,10 +486,14 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                       and ring_slots(stage_bytes, separate + others) < min(cfg.stages, ring_slots(stage_bytes, separate[:1] + others)))
     staging = (separate[:1] if shared_staging else separate) + row_sum_staging
     stages = ring_stages(cfg, stage_bytes, staging + vector_smems)
-    ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=tiled_swizzled((bm, bk), dtype)),
+    lhs_tiling = tiled_swizzled((bm, bk), dtype)
+    owners = consumers if alternate else 1  # sets of full barriers: one per consumer on alternate items
+    ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=lhs_tiling),
             [plgpu.SMEM((stages, *rhs_block), dtype, transforms=tiled_swizzled(rhs_block, dtype))] * n_acc,
-            plgpu.Barrier(num_arrivals=1 + n_acc, num_barriers=stages * (consumers if alternate else 1)),  # full
-            plgpu.Barrier(num_arrivals=parts, num_barriers=stages))  # empty: the consumers reading the slot
+            # full: the slot's TMA loads (the rows barriers track gathered lhs rows)
+            plgpu.Barrier(num_arrivals=n_acc + (not gathered), num_barriers=stages * owners),
+            plgpu.Barrier(num_arrivals=parts, num_barriers=stages),  # empty: the consumers reading the slot
+            *([mosaic_gpu_gather.barriers(stages, owners, interpret)] if gathered else []))
     kernel = plgpu.kernel(
         body,
         out_type=out_types,
@@ -479,13 +505,16 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         kernel_name=name,
         interpret=interpret_params(interpret),
     )
-    return kernel(*tables, *operands,
+    return kernel(*tables, *gathered, *operands,
                   *(array for _, array in vectors))
 
 
 def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False,
-              keep_preactivations: bool = False):
+              keep_preactivations: bool = False, gather: bool = False):
     """h [rows, I] = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   (nomic: act(xs W1[e] + b1[e])).
+
+    gather: xs is x [T, H] itself, and the kernel reads row r's x[tiles.row_token[r]] (no
+    gathered copy).
 
     keep_preactivations: also return the pre-activations the backward needs, (g, u) for qwen3
     (g = xs Wg[e] + bg[e], u = xs Wu[e] + bu[e]) or (g,) for nomic, each [rows, I] in xs's dtype.
@@ -509,7 +538,8 @@ def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem
     rhs = (weights.gate, weights.up) if gated else (weights.gate,)
     n_out = 1 + (len(rhs) if keep_preactivations else 0)
     outs = grouped_gemm(tiles, [(xs, rhs)], problem.intermediate, cfg, transpose_rhs=False, epilogue=epilogue,
-                         vectors=vectors, out_dtypes=[xs.dtype] * n_out, interpret=interpret, name="jax_moe_expert_up")
+                         vectors=vectors, out_dtypes=[xs.dtype] * n_out, interpret=interpret, name="jax_moe_expert_up",
+                         lhs_rows=tiles.row_token if gather else None)
     return (outs[0], tuple(outs[1:])) if keep_preactivations else outs[0]
 
 
@@ -550,7 +580,11 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     rows_as_tiles (no sort) unless for_gradients (the weight gradients need rows grouped by
     expert: align_to_tiles). for_gradients starts every expert on the 8-row grid, so that the
     weight-gradient contraction's row blocks start at the expert's first row (no masked first
-    block). With no tokens the layout is None (no kernel runs)."""
+    block). With no tokens the layout is None (no kernel runs).
+
+    expert_up reads x's rows itself (no gathered copy: Qwen3-30B-A3B T=4096 on an H100, 780 -> 722
+    us) except for decode batches (DECODE_ROWS) and where the weight gradients need the gathered
+    rows anyway (keep_preactivations)."""
     T, H = x.shape
     if T == 0:
         return jnp.zeros_like(x), None, None
@@ -562,12 +596,14 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
                                 sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
-    xs = gather_rows(x, layout.row_token)
     preactivations = None
     if keep_preactivations:
+        xs = gather_rows(x, layout.row_token)  # the weight gradients read the gathered rows too
         h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
+    elif T * problem.top_k <= DECODE_ROWS:
+        h = expert_up(layout, gather_rows(x, layout.row_token), weights, problem, up_cfg, interpret)
     else:
-        h = expert_up(layout, xs, weights, problem, up_cfg, interpret)
+        h = expert_up(layout, x, weights, problem, up_cfg, interpret, gather=True)
     y = expert_down(layout, h, weights, problem, down_cfg, interpret)
     return combine_slots(layout, y, problem.top_k, x.dtype), layout, preactivations
 
