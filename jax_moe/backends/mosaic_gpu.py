@@ -354,8 +354,8 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                     loaded = full.at[owner * stages + slot]
                     if gathered:
                         mosaic_gpu_gather.copy_rows(lhs_ref.at[:, pl.ds(k * bk, bk)], lhs_rows_ref.at[pl.ds(start, bm)],
-                                                    lhs_ring.at[slot], bm, lhs_tiling, row_barriers[0], slot, owner,
-                                                    stages, interpret)
+                                                    lhs_ring.at[slot], lhs_tiling, interpret)
+                        mosaic_gpu_gather.rows_issued(row_barriers[0], slot, owner, stages, interpret)
                     else:
                         plgpu.copy_gmem_to_smem(lhs_ref.at[pl.ds(start, bm), pl.ds(k * bk, bk)], lhs_ring.at[slot], loaded)
                     for rhs_ref, ring in zip(rhs_refs, rhs_rings):
@@ -485,7 +485,8 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     shared_staging = (alternate and not borrowed and len(set(out_dtypes)) == 1 and n_out > 1
                       and ring_slots(stage_bytes, separate + others) < min(cfg.stages, ring_slots(stage_bytes, separate[:1] + others)))
     staging = (separate[:1] if shared_staging else separate) + row_sum_staging
-    stages = ring_stages(cfg, stage_bytes, staging + vector_smems)
+    row_barriers = [mosaic_gpu_gather.BARRIERS_SMEM] if gathered else []
+    stages = ring_stages(cfg, stage_bytes, staging + vector_smems + row_barriers)
     lhs_tiling = tiled_swizzled((bm, bk), dtype)
     owners = consumers if alternate else 1  # sets of full barriers: one per consumer on alternate items
     ring = (plgpu.SMEM((stages, bm, bk), dtype, transforms=lhs_tiling),
@@ -573,7 +574,7 @@ def gather_rows(x, rows):
 
 def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,
             configs: tuple[GemmConfig, GemmConfig] | None = None, keep_preactivations: bool = False,
-            for_gradients: bool = False):
+            for_gradients: bool = False, gather_for_gradients: bool = False):
     """(out [T, H], the TileLayout, the pre-activations (expert_up's) or None) for half x [T, H].
 
     configs overrides choose_configs (expert_up, expert_down; same block_m). One token takes
@@ -583,8 +584,8 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     block). With no tokens the layout is None (no kernel runs).
 
     expert_up reads x's rows itself (no gathered copy: Qwen3-30B-A3B T=4096 on an H100, 780 -> 722
-    us) except for decode batches (DECODE_ROWS) and where the weight gradients need the gathered
-    rows anyway (keep_preactivations)."""
+    us) except for decode batches (DECODE_ROWS) and where the weight gradients read a gathered copy
+    anyway (keep_preactivations, unless gather_for_gradients: they read the rows themselves too)."""
     T, H = x.shape
     if T == 0:
         return jnp.zeros_like(x), None, None
@@ -596,14 +597,12 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
                                 sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
-    preactivations = None
+    gather = T * problem.top_k > DECODE_ROWS and (gather_for_gradients or not keep_preactivations)
+    xs = x if gather else gather_rows(x, layout.row_token)
     if keep_preactivations:
-        xs = gather_rows(x, layout.row_token)  # the weight gradients read the gathered rows too
-        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
-    elif T * problem.top_k <= DECODE_ROWS:
-        h = expert_up(layout, gather_rows(x, layout.row_token), weights, problem, up_cfg, interpret)
+        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, True, gather)
     else:
-        h = expert_up(layout, x, weights, problem, up_cfg, interpret, gather=True)
+        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, gather=gather), None
     y = expert_down(layout, h, weights, problem, down_cfg, interpret)
     return combine_slots(layout, y, problem.top_k, x.dtype), layout, preactivations
 

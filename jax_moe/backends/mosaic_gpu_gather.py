@@ -4,17 +4,20 @@ rows (x[row_token[r]]), so that no gathered copy of x goes through HBM.
 Hopper's TMA moves boxes, not lists of rows, and one 1-row TMA per row is issued by one thread:
 64 of them per k-step took 3.5 us against 0.4 us for one 64-row box (H100, session 15:
 benchmarks/results/session15-h100/probe_row_gather.py). Here the
-producer warpgroup's 128 threads copy the rows as 16-byte cp.async pieces (8 threads per
-128-byte row, 16 rows per pass), straight into the (8, 64)-tiled, 128-byte-swizzled layout
-that wgmma reads. Each thread then has the slot's "rows" mbarrier arrive once its own copies
+producer warpgroup's 128 threads copy the rows as 16-byte cp.async pieces (a thread per piece
+of a row: 16 rows per pass of a 64-column block, 4 of a 256-column one), straight into the
+(8, 64)-tiled, 128-byte-swizzled layout that wgmma reads. Each thread then has the slot's "rows" mbarrier arrive once its own copies
 have landed (cp.async.mbarrier.arrive.noinc: 128 arrivals complete a phase), so the producer
 never waits for its copies; a consumer waits on that barrier besides the slot's TMA barrier and
 fences the rows for the async proxy (wgmma) before multiplying.
 
 Pallas' barriers cannot be handed to inline Mosaic GPU code, so the rows barriers are raw
 mbarriers in an SMEM scratch (one per ring slot), initialised by the kernel and waited on with
-the parity of the slot's use (ring step // stages): a slot's next phase cannot complete before
-its consumer has released it, so one barrier per slot serves consumers on alternate items too.
+the parity of the slot's use (ring step // stages), after the slot's full barrier: that one's
+TMA arrivals come after the producer has reclaimed the slot, so the slot's previous phase is
+complete by then (no older phase of the same parity to mistake), and the next cannot complete
+before this consumer releases the slot. So one barrier per slot serves consumers on alternate
+items too, and every ring step needs a TMA besides its rows.
 
 Mosaic GPU lowers all of this through plgpu.inline_mgpu, which the GPU interpreter does not
 run: in interpret mode the same calls copy the rows with Pallas loads and stores (one row at a
@@ -34,19 +37,29 @@ from jax._src.lib.mlir import ir
 from jax._src.lib.mlir.dialects import arith, gpu, llvm, memref, nvvm
 
 PIECE_BYTES = 16  # one cp.async
-ROW_BYTES = 128  # a k-block row of the ring: one 128-byte swizzle row
+TILE_BYTES = 128  # a row of one (8, 64)-tiled, 128-byte-swizzled tile of half values
 THREADS = 128  # the producer warpgroup
-PIECES = ROW_BYTES // PIECE_BYTES  # threads per row
-ROWS_PER_PASS = THREADS // PIECES
 SCALAR = plgpu.Layout.WG_SPLAT(shape=())  # a scalar argument of inline Mosaic GPU code
 
 
-def check_block(block_m: int, block_k: int, dtype) -> None:
-    """The tiles the gather handles: block_k half values fill one 128-byte row, block_m a multiple
-    of the rows the warpgroup covers per pass."""
-    if block_k * jnp.dtype(dtype).itemsize != ROW_BYTES or block_m % ROWS_PER_PASS:
-        raise ValueError(f"a row gather needs {ROW_BYTES}-byte k-blocks and block_m a multiple of {ROWS_PER_PASS} "
-                         f"(got block_m {block_m}, block_k {block_k} of {jnp.dtype(dtype)})")
+def _pieces(cols: int, dtype) -> int:
+    """16-byte pieces of a block row of `cols` values."""
+    return cols * jnp.dtype(dtype).itemsize // PIECE_BYTES
+
+
+def check_block(rows: int, cols: int, dtype) -> None:
+    """The blocks the gather handles: rows of whole 128-byte tile rows (up to 16 tiles: every
+    thread takes one piece of a row per pass), and rows a multiple of the rows per pass."""
+    row_bytes = cols * jnp.dtype(dtype).itemsize
+    if row_bytes % TILE_BYTES or row_bytes > THREADS * PIECE_BYTES or rows % (THREADS // _pieces(cols, dtype)):
+        raise ValueError(f"a row gather takes blocks of whole {TILE_BYTES}-byte tile rows, at most "
+                         f"{THREADS * PIECE_BYTES} bytes, rows a multiple of the rows per pass "
+                         f"(got {rows} x {cols} {jnp.dtype(dtype)})")
+
+
+# What the raw rows barriers take of a kernel's SMEM budget: Pallas aligns every scratch
+# allocation to 1024 bytes (for mosaic_gpu.ring_slots' accounting).
+BARRIERS_SMEM = plgpu.SMEM((1024,), jnp.int8)
 
 
 def barriers(stages: int, owners: int, interpret):
@@ -85,55 +98,73 @@ def init_barriers(bars, stages: int, interpret) -> None:
     init(bars)
 
 
-def copy_rows(x_block, row_ids, slot_ref, block_m: int, swizzled_tiling, bars, slot, owner, stages: int, interpret):
-    """Starts slot_ref[r] = x_block[row_ids[r]] for r < block_m (x_block [T, block_k] half, a
-    column block of x; row_ids int32 [block_m]; slot_ref the ring's (8, 64)-tiled,
-    128-byte-swizzled [block_m, block_k] block at ring slot `slot`), to be waited for with
-    wait_rows."""
+def copy_rows(x_block, row_ids, block_ref, swizzled_tiling, interpret) -> None:
+    """Starts block_ref[r] = x_block[row_ids[r]] for every row r of block_ref (x_block [T, C]
+    half, a column block of x; row_ids int32 [rows]; block_ref an (8, 64)-tiled,
+    128-byte-swizzled [rows, C] SMEM block: C / 64 tiles side by side). Call rows_issued once a
+    ring step's copies are all started."""
+    rows, cols = block_ref.shape
     if interpret:
-        @pl.loop(0, block_m)
+        @pl.loop(0, rows)
         def _(r):
-            slot_ref[pl.ds(r, 1), :] = x_block[pl.ds(row_ids[r], 1), :]
-
-        plgpu.barrier_arrive(bars.at[owner * stages + slot])
+            block_ref[pl.ds(r, 1), :] = x_block[pl.ds(row_ids[r], 1), :]
         return
 
-    @plgpu.inline_mgpu(arg_types=(plgpu.RefType(), plgpu.RefType(), plgpu.RefType(swizzled_tiling), plgpu.RefType(),
-                                  SCALAR))
-    def issue(ctx, x_mem, rows_mem, slot_mem, bars_mem, slot):
+    tiles = cols * jnp.dtype(block_ref.dtype).itemsize // TILE_BYTES
+    pieces = _pieces(cols, block_ref.dtype)  # threads per row
+    rows_per_pass = THREADS // pieces
+
+    @plgpu.inline_mgpu(arg_types=(plgpu.RefType(), plgpu.RefType(), plgpu.RefType(swizzled_tiling)))
+    def issue(ctx, x_mem, rows_mem, block_mem):
         del ctx
         i32, i64, i8 = (ir.IntegerType.get_signless(bits) for bits in (32, 64, 8))
         const = lambda value, ty=i32: arith.constant(ty, value)
         thread = arith.remui(mgpu_utils.thread_idx(), const(THREADS))
-        piece = arith.remui(thread, const(PIECES))
-        first_row = arith.divui(thread, const(PIECES))  # this thread's rows: first_row + ROWS_PER_PASS * j
-        # 128-byte swizzle: the 16-byte piece index is XORed with the row's index within its 8-row
-        # tile (the same for all of this thread's rows: ROWS_PER_PASS is a multiple of 8).
-        in_tile = arith.remui(first_row, const(8))
-        piece_offset = arith.addi(arith.muli(in_tile, const(ROW_BYTES)),
-                                  arith.muli(arith.xori(piece, in_tile), const(PIECE_BYTES)))
+        piece = arith.remui(thread, const(pieces))
+        per_tile = const(TILE_BYTES // PIECE_BYTES)
+        tile, tile_piece = arith.divui(piece, per_tile), arith.remui(piece, per_tile)
+        first_row = arith.divui(thread, const(pieces))  # this thread's rows: first_row + rows_per_pass * j
         (row_stride, _), _ = ir.MemRefType(x_mem.type).get_strides_and_offset()
         element = ir.MemRefType(x_mem.type).element_type
         x_base = llvm.addrspacecast(llvm.PointerType.get(address_space=1), mgpu_utils.memref_ptr(x_mem))
-        slot_base = mgpu_utils.memref_ptr(slot_mem)
+        block_base = mgpu_utils.memref_ptr(block_mem)
         piece_elements = arith.extui(i64, arith.muli(piece, const(PIECE_BYTES * 8 // mgpu_utils.bitwidth(element))))
-        for j in range(block_m // ROWS_PER_PASS):
-            row = arith.addi(first_row, const(ROWS_PER_PASS * j))
+        for j in range(rows // rows_per_pass):
+            row = arith.addi(first_row, const(rows_per_pass * j))
             token = memref.load(rows_mem, [arith.index_cast(ir.IndexType.get(), row)])
             src = arith.addi(arith.muli(arith.extui(i64, token), const(row_stride, i64)), piece_elements)
-            dst = arith.addi(arith.muli(arith.divui(row, const(8)), const(8 * ROW_BYTES)), piece_offset)
-            nvvm.cp_async_shared_global(mgpu_utils.getelementptr(slot_base, [dst], i8),
+            # Tile (row // 8, tile) of the (8, 64) tiling, row row % 8 within it; the 128-byte
+            # swizzle XORs the 16-byte piece index with that row.
+            in_tile = arith.remui(row, const(8))
+            tile_index = arith.addi(arith.muli(arith.divui(row, const(8)), const(tiles)), tile)
+            dst = arith.addi(arith.muli(tile_index, const(8 * TILE_BYTES)),
+                             arith.addi(arith.muli(in_tile, const(TILE_BYTES)),
+                                        arith.muli(arith.xori(tile_piece, in_tile), const(PIECE_BYTES))))
+            nvvm.cp_async_shared_global(mgpu_utils.getelementptr(block_base, [dst], i8),
                                         mgpu_utils.getelementptr(x_base, [src], element),
                                         PIECE_BYTES, nvvm.LoadCacheModifierKind.CG)
-        # Arrives once this thread's copies (all of its earlier ones) have landed.
+
+    issue(x_block, row_ids, block_ref)
+
+
+def rows_issued(bars, slot, owner, stages: int, interpret) -> None:
+    """After a ring step's copy_rows calls: its slot's rows barrier gets this thread's arrival
+    once all of the thread's copies so far have landed."""
+    if interpret:
+        plgpu.barrier_arrive(bars.at[owner * stages + slot])
+        return
+
+    @plgpu.inline_mgpu(arg_types=(plgpu.RefType(), SCALAR))
+    def arrive(ctx, bars_mem, slot):
+        del ctx
         nvvm.cp_async_mbarrier_arrive(_mbarrier(bars_mem, _scalar(slot)).get_ptr(), noinc=True)
 
-    issue(x_block, row_ids, slot_ref, bars, slot)
+    arrive(bars, slot)
 
 
 def wait_rows(bars, step, owner, stages: int, interpret) -> None:
     """Waits until ring step `step`'s rows have landed in its slot and makes them visible to
-    wgmma (the async proxy)."""
+    wgmma (the async proxy). Only after the step's full (TMA) barrier: see the module's doc."""
     slot = lax.rem(step, stages)
     if interpret:
         plgpu.barrier_wait(bars.at[owner * stages + slot])
