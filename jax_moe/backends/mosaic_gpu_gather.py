@@ -1,15 +1,16 @@
-"""Row gathers into a grouped GEMM's SMEM ring: the lhs block of a tile read straight from x's
-rows (x[row_token[r]]), so that no gathered copy of x goes through HBM.
+"""Row gathers into a producer/consumer kernel's SMEM ring: a block of an operand read straight
+from x's rows (x[row_token[r]]), so that no gathered copy of x goes through HBM (grouped_gemm's
+lhs; expert_contraction's lhs parts or rhs blocks).
 
 Hopper's TMA moves boxes, not lists of rows, and one 1-row TMA per row is issued by one thread:
 64 of them per k-step took 3.5 us against 0.4 us for one 64-row box (H100, session 15:
-benchmarks/results/session15-h100/probe_row_gather.py). Here the
-producer warpgroup's 128 threads copy the rows as 16-byte cp.async pieces (a thread per piece
-of a row: 16 rows per pass of a 64-column block, 4 of a 256-column one), straight into the
-(8, 64)-tiled, 128-byte-swizzled layout that wgmma reads. Each thread then has the slot's "rows" mbarrier arrive once its own copies
-have landed (cp.async.mbarrier.arrive.noinc: 128 arrivals complete a phase), so the producer
-never waits for its copies; a consumer waits on that barrier besides the slot's TMA barrier and
-fences the rows for the async proxy (wgmma) before multiplying.
+benchmarks/results/session15-h100/probe_row_gather.py). Here the producer warpgroup's 128
+threads copy the rows as 16-byte cp.async pieces (a thread per piece of a row: 16 rows per pass
+of a 64-column block, 4 of a 256-column one), straight into the (8, 64)-tiled, 128-byte-swizzled
+layout that wgmma reads. Each thread then has the slot's "rows" mbarrier arrive once its own
+copies have landed (cp.async.mbarrier.arrive.noinc: 128 arrivals complete a phase), so the
+producer never waits for its copies; a consumer waits on that barrier besides the slot's TMA
+barrier and fences the rows for the async proxy (wgmma) before multiplying.
 
 Pallas' barriers cannot be handed to inline Mosaic GPU code, so the rows barriers are raw
 mbarriers in an SMEM scratch (one per ring slot), initialised by the kernel and waited on with
