@@ -236,23 +236,23 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     (lhs, rhs_tuple) of lhs[tile block] @ rhs_tuple[a][e].
 
     phases: (lhs [rows, K_p], rhs_tuple) pairs, every rhs [E, K_p, N] (or [E, N, K_p] with
-    transpose_rhs), each tuple one rhs per accumulator; the phases run one after the other into
-    the same accumulators. With lhs_rows (int32 [rows], every entry in [0, T)) each lhs is x
-    [T, K_p] itself and row r of the GEMM is x[lhs_rows[r]], gathered by the producer into the
-    ring (mosaic_gpu_gather) instead of read from a gathered copy. outs: one [rows, N] array per
-    out_dtypes entry, written only in the tiles' valid rows. vectors: (kind, array) pairs for the epilogue, fetched into SMEM: "row"
-    f32 [rows] (one value per row, broadcast over the columns), "col" f32 [E, N] (one per column
-    of the tile's expert), "tile" [rows, N] (the tile's block itself); or read as one scalar:
-    "scalar" f32 [num_tiles] (one value per tile, broadcast over its block); "tile" operands go
-    to the outputs' staging where cfg.borrow_staging allows, fetched once the item's first MMAs
-    are issued. Tiles whose expert is outside [0, E) have no work (the tile tables of
-    rows_as_tiles hold the routing ids as they are). The epilogue sees one consumer's block_m x
-    (block_n / consumers) part of the tile (alternate: the whole block_m x block_n) and returns one fp32 tile of that shape per output,
-    and with row_sums also a [block_m] vector: those are written to an extra f32
-    [num_tiles * n_blocks * parts, block_m] output at row (tile * n_blocks + n-block) * parts +
-    part (every row of the tile, valid or not; parts: consumers, or 1 with alternate). Outputs go
-    through SMEM staging, cfg.staging_chunks 64-column chunks at a time, a buffer each or, on
-    alternate items where that saves a ring stage, one buffer taken in turns.
+    transpose_rhs), each tuple one rhs per accumulator; the phases run one after the other into the
+    same accumulators. With lhs_rows (int32 [rows], every entry in [0, T)) each lhs is x [T, K_p]
+    itself and row r of the GEMM is x[lhs_rows[r]], gathered by the producer into the ring
+    (mosaic_gpu_gather) instead of read from a gathered copy. outs: one [rows, N] array per
+    out_dtypes entry, written only in the tiles' valid rows. vectors: (kind, array) pairs for the
+    epilogue, fetched into SMEM: "row" f32 [rows] (one value per row, broadcast over the columns),
+    "col" f32 [E, N] (one per column of the tile's expert), "tile" [rows, N] (the tile's block
+    itself); or read as one scalar: "scalar" f32 [num_tiles] (one value per tile, broadcast over its
+    block); "tile" operands go to the outputs' staging where cfg.borrow_staging allows, fetched once
+    the item's first MMAs are issued. Tiles whose expert is outside [0, E) have no work (the tile
+    tables of rows_as_tiles hold the routing ids as they are). The epilogue sees one consumer's
+    block_m x (block_n / consumers) part of the tile (alternate: the whole block_m x block_n) and
+    returns one fp32 tile of that shape per output, and with row_sums also a [block_m] vector: those
+    are written to an extra f32 [num_tiles * n_blocks * parts, block_m] output at row (tile *
+    n_blocks + n-block) * parts + part (every row of the tile, valid or not; parts: consumers, or 1
+    with alternate). Outputs go through SMEM staging, cfg.staging_chunks 64-column chunks at a time,
+    a buffer each or, on alternate items where that saves a ring stage, one buffer taken in turns.
 
     Warp-specialised: per CTA, a producer warpgroup streams the lhs and rhs k-blocks of the CTA's
     items through a ring of cfg.stages SMEM slots (TMA, one "full" and one "empty" barrier per

@@ -472,8 +472,8 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
         gate=d_gate, up=d_up, down=d_down,
         gate_bias=bias_grad(weights.gate_bias, lambda: dpre[0]),
         up_bias=bias_grad(weights.up_bias, lambda: dpre[1]) if gated else None,
-        down_bias=bias_grad(weights.down_bias, lambda: mosaic_gpu.gather_rows(dy, layout.row_token).astype(jnp.float32)
-                            * layout.row_weight[:, None]),
+        down_bias=bias_grad(weights.down_bias, lambda: (mosaic_gpu.gather_rows(dy, layout.row_token) if gather else dys)
+                            .astype(jnp.float32) * layout.row_weight[:, None]),
     )
     d_topk = jnp.take(row_dot, layout.slot_row, mode="fill", fill_value=0)  # [T, k]
     if weights.down_bias is not None:  # the down bias' share of each slot's output
