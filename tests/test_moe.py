@@ -57,25 +57,6 @@ def moe_gradients(backend, args, kwargs, moe_type="qwen3", activation="silu", **
     return jax.grad(loss, argnums=tuple(range(6)))(x, gate, up, down, w, kwargs)
 
 
-def mosaic_gpu_step(monkeypatch, problem, weights, args, gather_rows: bool, run=lambda fn, *arrays: fn(*arrays)):
-    """(out, the backward's (dx, d weights, d topk_weights)) of the mosaic_gpu backend's forward and
-    backward for the cotangent cos(3 x), with BackwardConfigs.gather_rows set; run(fn, *arrays)
-    runs the step (e.g. jitted on a GPU)."""
-    import dataclasses
-    from jax_moe.backends import mosaic_gpu_grad
-    x, _, _, _, w, ids = args
-    dout = jnp.cos(x.astype(jnp.float32) * 3).astype(x.dtype)
-    choose = mosaic_gpu_grad.choose_backward_configs
-    monkeypatch.setattr(mosaic_gpu_grad, "choose_backward_configs",
-                        lambda *a: dataclasses.replace(choose(*a), gather_rows=gather_rows))
-
-    def step(x, weights, w, ids, dout):
-        out, residuals = mosaic_gpu_grad.forward(x, weights, w, ids, problem)
-        return out, mosaic_gpu_grad.backward(residuals, x, weights, w, ids, dout, problem)
-
-    return run(step, x, weights, w, ids, dout)
-
-
 def reference_gradients(args, kwargs, moe_type="qwen3", activation="silu"):
     """jax.grad of the fp32 reference on the up-cast inputs."""
     x, gate, up, down, w, ids = upcast(args)

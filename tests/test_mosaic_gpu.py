@@ -22,7 +22,7 @@ from jax_moe.permutation import (ALIGN_ROWS, COMPARE_RANK_ROWS, align_to_tiles, 
                                   tile_count)
 from jax_moe.shapes import SHAPES
 from jax_moe.testing import TOLERANCE, relative_error
-from tests.test_moe import make_case, moe_gradients, mosaic_gpu_step, reference_gradients, upcast
+from tests.test_moe import make_case, moe_gradients, reference_gradients, upcast
 
 
 def run_interpreted(args, moe_type="qwen3", activation="silu", **kwargs):
@@ -240,44 +240,6 @@ def test_no_races_in_the_backward_kernels():
     shared = mosaic_gpu_grad.ContractionConfig(128, 128, 64, 3, consumers=2, cooperative=True)  # 64 rows each
     mosaic_gpu_grad.expert_contraction(layout, dpre[0], [dpre[1]], shared, jnp.bfloat16, params)
     assert not races()
-
-
-def test_contraction_gathers_rows_itself():
-    """expert_contraction reading its lhs (or rhs) rows from x itself (producer row gathers, under
-    the race detector) is bitwise the contraction of the gathered copy: shared items with a
-    64-column lhs part each, alternate items with a 128-column lhs block, a 128-column rhs."""
-    problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(20, 128, 128)
-    x = make_case(3, 20, 128, 128, 3, 2, dtype=jnp.bfloat16, biases=True)[0][0]
-    params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
-    dpre = (jnp.cos(xs), jnp.sin(xs))
-    for cfg in (mosaic_gpu_grad.ContractionConfig(128, 128, 64, 3, consumers=2, cooperative=True),
-                mosaic_gpu_grad.ContractionConfig(128, 64, 64, 3, consumers=2)):
-        copied = mosaic_gpu_grad.expert_contraction(layout, xs, list(dpre), cfg, jnp.float32, True)
-        gathered = mosaic_gpu_grad.expert_contraction(layout, x, list(dpre), cfg, jnp.float32, params, "lhs")
-        for got, want in zip(gathered, copied):
-            np.testing.assert_array_equal(got, want)
-        assert not interpret_pallas_call.get_races().races_found
-    cfg = mosaic_gpu_grad.ContractionConfig(64, 128, 64, 3, consumers=2)
-    copied = mosaic_gpu_grad.expert_contraction(layout, dpre[0], [xs], cfg, jnp.float32, True)
-    gathered = mosaic_gpu_grad.expert_contraction(layout, dpre[0], [x], cfg, jnp.float32, params, "rhs")
-    np.testing.assert_array_equal(gathered[0], copied[0])
-    assert not interpret_pallas_call.get_races().races_found
-
-
-@pytest.mark.parametrize("T, moe_type, recompute", [(40, "qwen3", False), (20, "nomic", True)])
-def test_backward_reading_rows_themselves(T, moe_type, recompute, monkeypatch):
-    """BackwardConfigs.gather_rows (the training forward's expert_up, down_backward and the
-    contractions read x's and dy's rows themselves) gives the outputs and gradients of the
-    gathered copies bitwise (the contraction's configs: test_contraction_gathers_rows_itself).
-    T=20 is a decode batch (40 rows): its forward keeps XLA's gather, the backward recomputes."""
-    args, kwargs = make_case(7, T, 64, 64, 3, 2, moe_type=moe_type, dtype=jnp.bfloat16, biases=True)
-    problem, weights = describe(*args, moe_type=moe_type, activation="silu", interpret=True, recompute=recompute,
-                                **kwargs)
-    forward_and_backward = lambda gather: mosaic_gpu_step(monkeypatch, problem, weights, args, gather)
-    copied, gathered = forward_and_backward(False), forward_and_backward(True)
-    for got, want in zip(jax.tree.leaves(gathered), jax.tree.leaves(copied)):
-        assert not np.isnan(np.asarray(got, np.float32)).any()
-        np.testing.assert_array_equal(got, want)
 
 
 def test_tile_operands_in_the_output_staging():
@@ -565,24 +527,6 @@ def test_kernels_lower_for_hopper(shape, T, monkeypatch):
 
     # (routing,) up (keeping the pre-activations), down; down_backward, up_backward, two weight contractions
     assert mosaic_kernels_lowered_for_cuda(forward_and_backward, args) == 6 + routing
-
-
-@pytest.mark.parametrize("shape", ["qwen3_30b_a3b", "seed_nomic"])
-def test_training_row_gathers_lower_for_hopper(shape, monkeypatch):
-    """With BackwardConfigs.gather_rows the forward and backward kernels read x's and dy's rows
-    themselves and lower for CUDA at T=4096 (SMEM budgets with the rows barriers, the contraction's
-    64-column lhs parts and 256-column rhs blocks)."""
-    monkeypatch.setattr(mosaic_gpu, "num_sms", lambda interpret: 132)
-    choose = mosaic_gpu_grad.choose_backward_configs
-    monkeypatch.setattr(mosaic_gpu_grad, "choose_backward_configs",
-                        lambda *a: dataclasses.replace(choose(*a), gather_rows=True))
-    problem, args = abstract_problem(shape, 4096)
-
-    def forward_and_backward(x, w, tw, ti):
-        out, residuals = mosaic_gpu_grad.forward(x, w, tw, ti, problem)
-        return mosaic_gpu_grad.backward(residuals, x, w, tw, ti, out, problem)
-
-    assert mosaic_kernels_lowered_for_cuda(forward_and_backward, args) == 7  # routing, 2 forward, 4 backward
 
 
 def test_value_and_grad_and_remat_lower_for_hopper(monkeypatch):

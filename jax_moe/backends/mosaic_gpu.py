@@ -574,7 +574,7 @@ def gather_rows(x, rows):
 
 def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,
             configs: tuple[GemmConfig, GemmConfig] | None = None, keep_preactivations: bool = False,
-            for_gradients: bool = False, gather_for_gradients: bool = False):
+            for_gradients: bool = False):
     """(out [T, H], the TileLayout, the pre-activations (expert_up's) or None) for half x [T, H].
 
     configs overrides choose_configs (expert_up, expert_down; same block_m). One token takes
@@ -584,8 +584,9 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     block). With no tokens the layout is None (no kernel runs).
 
     expert_up reads x's rows itself (no gathered copy: Qwen3-30B-A3B T=4096 on an H100, 780 -> 722
-    us) except for decode batches (DECODE_ROWS) and where the weight gradients read a gathered copy
-    anyway (keep_preactivations, unless gather_for_gradients: they read the rows themselves too)."""
+    us) except for decode batches (DECODE_ROWS) and where the weight gradients need the gathered
+    rows anyway (keep_preactivations: reading x's rows in the weight-gradient contraction too was
+    slower than the copy, benchmarks/NOTES.md session 16)."""
     T, H = x.shape
     if T == 0:
         return jnp.zeros_like(x), None, None
@@ -597,12 +598,14 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
                                 sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
-    gather = T * problem.top_k > DECODE_ROWS and (gather_for_gradients or not keep_preactivations)
-    xs = x if gather else gather_rows(x, layout.row_token)
+    preactivations = None
     if keep_preactivations:
-        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, True, gather)
+        xs = gather_rows(x, layout.row_token)  # the weight gradients read the gathered rows too
+        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
+    elif T * problem.top_k <= DECODE_ROWS:
+        h = expert_up(layout, gather_rows(x, layout.row_token), weights, problem, up_cfg, interpret)
     else:
-        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, gather=gather), None
+        h = expert_up(layout, x, weights, problem, up_cfg, interpret, gather=True)
     y = expert_down(layout, h, weights, problem, down_cfg, interpret)
     return combine_slots(layout, y, problem.top_k, x.dtype), layout, preactivations
 

@@ -1,6 +1,8 @@
 """Row gathers into a producer/consumer kernel's SMEM ring: a block of an operand read straight
 from x's rows (x[row_token[r]]), so that no gathered copy of x goes through HBM (grouped_gemm's
-lhs; expert_contraction's lhs parts or rhs blocks).
+lhs: the forward's expert_up). The backward's weight-gradient contraction read this way was
+slower than on a gathered copy (H100, session 16: +73 us for dWg + dWu, whose steps take 16 KiB
+of rows, +142 for dWd at 32 KiB; benchmarks/NOTES.md), so training gathers copies.
 
 Hopper's TMA moves boxes, not lists of rows, and one 1-row TMA per row is issued by one thread:
 64 of them per k-step took 3.5 us against 0.4 us for one 64-row box (H100, session 15:

@@ -27,7 +27,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from jax_moe.backends import mosaic_gpu, mosaic_gpu_gather
+from jax_moe.backends import mosaic_gpu
 from jax_moe.backends.mosaic_gpu import GemmConfig, grouped_gemm, interpret_params, tiled_swizzled
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.permutation import ALIGN_ROWS, TileLayout
@@ -96,10 +96,6 @@ class BackwardConfigs:
     down: GemmConfig  # down_backward: N = I
     up: GemmConfig  # up_backward: N = H
     contraction: ContractionConfig  # weight gradients (dWg and dWu in one call; dWd)
-    # The kernels read x's and dy's rows themselves (mosaic_gpu_gather: expert_up, down_backward,
-    # the contractions) instead of gathered copies. Built in session 15 and checked on the CPU
-    # only (interpret mode, lowering for CUDA): off until measured on the GPU.
-    gather_rows: bool = False
 
 
 def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfigs:
@@ -147,10 +143,9 @@ def fitted_contraction_config(cfg: ContractionConfig, M: int, N: int) -> Contrac
 
 
 def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights, problem: MoEProblem,
-                  cfg: GemmConfig, interpret=False, gather: bool = False):
+                  cfg: GemmConfig, interpret=False):
     """Returns (dpre, hw, row_dot): dpre = (dg, du) (nomic: (dg,)) and hw [rows, I] in dys's dtype,
-    row_dot f32 [rows] = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined).
-    gather: dys is dy [T, H] itself, row r read as dy[tiles.row_token[r]]."""
+    row_dot f32 [rows] = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined)."""
     gated = problem.moe_type == "qwen3"
     act_grad = KERNEL_ACTIVATION_GRADS[problem.activation]
     vectors = [("row", tiles.row_weight)] + [("tile", p) for p in preactivations]
@@ -170,8 +165,8 @@ def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights
     *outs, partial_dots = grouped_gemm(
         tiles, [(dys, (second,))], problem.intermediate, cfg, transpose_rhs=gated, epilogue=epilogue,
         vectors=vectors, out_dtypes=[dys.dtype] * n_out, interpret=interpret, name="jax_moe_down_backward",
-        row_sums=True, lhs_rows=tiles.row_token if gather else None)
-    return tuple(outs[:-1]), outs[-1], _tile_rows_to_rows(tiles, partial_dots, cfg.block_m, tiles.row_token.shape[0])
+        row_sums=True)
+    return tuple(outs[:-1]), outs[-1], _tile_rows_to_rows(tiles, partial_dots, cfg.block_m, dys.shape[0])
 
 
 def _tile_rows_to_rows(tiles: TileLayout, partial, block_m: int, rows: int):
@@ -196,13 +191,10 @@ def up_backward(tiles: TileLayout, dpre, weights: ExpertWeights, problem: MoEPro
     return dxs
 
 
-def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig, out_dtype, interpret=False,
-                       gathered: str | None = None):
+def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig, out_dtype, interpret=False):
     """out[a][e] = lhs[rows of e]^T @ rhs_list[a][rows of e]: [E, M, N] per rhs, fp32 accumulation.
 
     lhs [rows, M], each rhs [rows, N]; expert e owns rows [expert_start[e], + expert_size[e]).
-    gathered "lhs" or "rhs": that operand is x [T, M] (or each rhs [T, N]) itself, and its row r
-    is x[tiles.row_token[r]], gathered by the producer into the ring (mosaic_gpu_gather).
     The rows are read in blocks of block_k from the expert's first row rounded down to ALIGN_ROWS
     (Mosaic's TMA takes 8-row-aligned starts), so only the first block (up to 7 rows of the
     previous expert) and a partial last block (the next expert's rows, or slack that may hold
@@ -221,7 +213,8 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     (one set of full barriers; a slot is free once all have released it; a boundary block is
     masked by all, each its lhs part and a share of the rhs columns, then they sync).
     """
-    M, N = lhs.shape[1], rhs_list[0].shape[1]
+    rows, M = lhs.shape
+    N = rhs_list[0].shape[1]
     E = tiles.expert_start.shape[0]
     bm, bn, bk, consumers, coop = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers, cfg.cooperative
     parts = consumers if coop else 1  # an item's row parts, one per consumer when they cooperate
@@ -235,11 +228,6 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     if M % bm or N % bn or bn % staged_cols or (coop and (bm % (64 * parts) or bn % (64 * parts))):
         raise ValueError(f"{cfg} does not tile M={M}, N={N} (block_n a multiple of the {staged_cols} staged columns, "
                          f"cooperating consumers 64 rows and columns each)")
-    if gathered not in (None, "lhs", "rhs"):
-        raise ValueError(f"gathered: None, 'lhs' or 'rhs', got {gathered!r}")
-    if gathered:  # the lhs parts' or the rhs' blocks
-        mosaic_gpu_gather.check_block(bk, part_m if gathered == "lhs" else bn, lhs.dtype)
-    gather_rows = () if gathered is None else (tiles.row_token,)
     n_rhs = len(rhs_list)
     m_tiles, n_tiles = M // bm, N // bn
     n_columns = n_rhs * n_tiles  # output column blocks of all rhs: rhs nj // n_tiles, block nj % n_tiles
@@ -257,13 +245,10 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         for i in range(n_rhs):
             pl.when(a == i)(functools.partial(fn, i))
 
-    def body(tables_ref, *refs):
-        row_token_ref, refs = (refs[0], refs[1:]) if gathered else (None, refs)
-        lhs_ref, rhs_refs, out_refs = refs[0], refs[1:1 + n_rhs], refs[1 + n_rhs:1 + 2 * n_rhs]
-        (lhs_ring, rhs_ring, full, empty, *masked_barrier), out_smem, row_barriers, smem_tables = refs[1 + 2 * n_rhs:]
+    def body(tables_ref, lhs_ref, *refs):
+        rhs_refs, out_refs = refs[:n_rhs], refs[n_rhs:2 * n_rhs]
+        (lhs_ring, rhs_ring, full, empty, *masked_barrier), out_smem, *smem_tables = refs[2 * n_rhs:]
         wg = lax.axis_index("wg")
-        if gathered:
-            mosaic_gpu_gather.init_barriers(row_barriers[0], stages, interpret)
         if smem_tables:
             (tables_smem, tables_loaded), = smem_tables
             pl.when(wg == consumers)(lambda: plgpu.copy_gmem_to_smem(tables_ref, tables_smem, tables_loaded))
@@ -302,19 +287,11 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     plgpu.barrier_wait(empty.at[slot])
 
                 row = pl.ds(first_row + k * bk, bk)
-
-                def load(src, columns, dst, is_gathered):
-                    if is_gathered:
-                        mosaic_gpu_gather.copy_rows(src.at[:, columns], row_token_ref.at[row], dst,
-                                                    tiled_swizzled(dst.shape, dtype), interpret)
-                    else:
-                        plgpu.copy_gmem_to_smem(src.at[row, columns], dst, loaded)
-
                 for p in range(parts):
-                    load(lhs_ref, pl.ds(mi * bm + p * part_m, part_m), lhs_ring.at[slot, p], gathered == "lhs")
-                for_rhs(a, lambda i: load(rhs_refs[i], pl.ds(ni * bn, bn), rhs_ring.at[slot], gathered == "rhs"))
-                if gathered:
-                    mosaic_gpu_gather.rows_issued(row_barriers[0], slot, owner, stages, interpret)
+                    plgpu.copy_gmem_to_smem(lhs_ref.at[row, pl.ds(mi * bm + p * part_m, part_m)], lhs_ring.at[slot, p],
+                                            loaded)
+                for_rhs(a, lambda i: plgpu.copy_gmem_to_smem(rhs_refs[i].at[row, pl.ds(ni * bn, bn)],
+                                                             rhs_ring.at[slot], loaded))
 
         def consume(e, mi, a, ni, nb, first_step, local):
             if coop:
@@ -351,8 +328,6 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     step = first_step + k
                     slot = lax.rem(step, stages)
                     plgpu.barrier_wait(full.at[(0 if coop else wg) * stages + slot])
-                    if gathered:
-                        mosaic_gpu_gather.wait_rows(row_barriers[0], step, 0 if coop else wg, stages, interpret)
                     pl.when(((k == 0) & masked_first) | ((k == nb - 1) & masked_last))(lambda: mask_block(slot, k))
                     plgpu.wgmma(acc_ref, lhs_ring.at[slot, part].transpose((1, 0)), rhs_ring.at[slot])
                     plgpu.wgmma_wait(1)
@@ -382,16 +357,13 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     staging = plgpu.SMEM((consumers, buffers, part_m, staged_cols), out_dtype,
                          transforms=tiled_swizzled((part_m, staged_cols), out_dtype))
     stage_bytes = (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize
-    row_barriers = [mosaic_gpu_gather.BARRIERS_SMEM] if gathered else []
-    stages = mosaic_gpu.ring_stages(cfg, stage_bytes, [staging, *row_barriers], CONTRACTION_RESERVE)
+    stages = mosaic_gpu.ring_stages(cfg, stage_bytes, [staging], CONTRACTION_RESERVE)
     expert_tables = (plgpu.SMEM(tables.shape, jnp.int32), plgpu.Barrier(num_arrivals=1))
-    tables_in_smem = mosaic_gpu.ring_slots(stage_bytes, [staging, expert_tables[0], *row_barriers],
-                                           CONTRACTION_RESERVE) >= stages
+    tables_in_smem = mosaic_gpu.ring_slots(stage_bytes, [staging, expert_tables[0]], CONTRACTION_RESERVE) >= stages
     ring = (plgpu.SMEM((stages, parts, bk, part_m), dtype, transforms=tiled_swizzled((bk, part_m), dtype)),
             plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
-            # full: the lhs parts and the rhs loaded by TMA (a gathered operand has the rows
-            # barriers); per consumer unless they cooperate
-            plgpu.Barrier(num_arrivals=(gathered != "lhs") * parts + (gathered != "rhs"), num_barriers=full_sets * stages),
+            # full: the lhs parts and the rhs loaded; per consumer unless they cooperate
+            plgpu.Barrier(num_arrivals=parts + 1, num_barriers=full_sets * stages),
             # empty: the item's consumer (or every cooperating one) releases the slot
             plgpu.Barrier(num_arrivals=parts, num_barriers=stages))
     if coop:  # the consumers' masking of a boundary block done
@@ -399,8 +371,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     kernel = plgpu.kernel(
         body,
         out_type=[jax.ShapeDtypeStruct((E, M, N), out_dtype)] * n_rhs,
-        scratch_types=[ring, staging, [mosaic_gpu_gather.barriers(stages, full_sets, interpret)] if gathered else [],
-                       [expert_tables] if tables_in_smem else []],
+        scratch_types=[ring, staging] + ([expert_tables] if tables_in_smem else []),
         grid=(mosaic_gpu.num_sms(interpret),),
         grid_names=("sm",),
         num_threads=consumers + 1,
@@ -408,7 +379,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         kernel_name="jax_moe_expert_contraction",
         interpret=interpret_params(interpret),
     )
-    return kernel(tables, *gather_rows, lhs, *rhs_list)
+    return kernel(tables, lhs, *rhs_list)
 
 
 def _expert_row_sums(tiles: TileLayout, values):
@@ -425,10 +396,8 @@ def _expert_row_sums(tiles: TileLayout, values):
 def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem):
     """fused_moe's forward for differentiation: (out, residuals). Residuals: the TileLayout and,
     unless problem.recompute, the pre-activations (g, u) [T*k (+slack), I] (nomic: g)."""
-    cfgs = choose_backward_configs(problem, mosaic_gpu.choose_configs(problem)[0].block_m)
     out, layout, preactivations = mosaic_gpu.forward(x, weights, topk_weights, topk_ids, problem, problem.interpret,
-                                                     keep_preactivations=not problem.recompute, for_gradients=True,
-                                                     gather_for_gradients=cfgs.gather_rows)
+                                                     keep_preactivations=not problem.recompute, for_gradients=True)
     return out, (layout, preactivations)
 
 
@@ -442,28 +411,26 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
     up_cfg, _ = mosaic_gpu.choose_configs(problem)
     cfgs = choose_backward_configs(problem, up_cfg.block_m)
     gated = problem.moe_type == "qwen3"
-    gather = cfgs.gather_rows  # xs and dys below are then x and dy themselves, read row by row
-    dy = dout.astype(x.dtype)
-    xs = x if gather else mosaic_gpu.gather_rows(x, layout.row_token)
+    xs = mosaic_gpu.gather_rows(x, layout.row_token)
     if preactivations is None:
         _, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret,
-                                                 keep_preactivations=True, gather=gather)
-    dys = dy if gather else mosaic_gpu.gather_rows(dy, layout.row_token)
-    dpre, hw, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret, gather)
+                                                 keep_preactivations=True)
+    dys = mosaic_gpu.gather_rows(dout.astype(x.dtype), layout.row_token)
+    dpre, hw, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
     dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
     dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
 
-    def contraction(lhs, rhs_list, dtype, gathered):  # gathered: the operand read row by row, if gather
+    def contraction(lhs, rhs_list, dtype):
         cfg = fitted_contraction_config(cfgs.contraction, lhs.shape[1], rhs_list[0].shape[1])
-        return expert_contraction(layout, lhs, rhs_list, cfg, dtype, interpret, gathered if gather else None)
+        return expert_contraction(layout, lhs, rhs_list, cfg, dtype, interpret)
 
-    first_grads = contraction(xs, list(dpre), weights.gate.dtype, "lhs")  # dWg (, dWu) or dW1
+    first_grads = contraction(xs, list(dpre), weights.gate.dtype)  # dWg (, dWu) or dW1
     if gated:
         d_gate, d_up = first_grads
-        (d_down,) = contraction(hw, [dys], weights.down.dtype, "rhs")
+        (d_down,) = contraction(hw, [dys], weights.down.dtype)
     else:
         (d_gate,), d_down = first_grads, None
-        (d_up,) = contraction(dys, [hw], weights.up.dtype, "lhs")
+        (d_up,) = contraction(dys, [hw], weights.up.dtype)
 
     def bias_grad(bias, rows_values):  # rows_values: () -> [rows, C], built only when there is a bias
         return None if bias is None else _expert_row_sums(layout, rows_values()).astype(bias.dtype)
@@ -472,8 +439,7 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
         gate=d_gate, up=d_up, down=d_down,
         gate_bias=bias_grad(weights.gate_bias, lambda: dpre[0]),
         up_bias=bias_grad(weights.up_bias, lambda: dpre[1]) if gated else None,
-        down_bias=bias_grad(weights.down_bias, lambda: (mosaic_gpu.gather_rows(dy, layout.row_token) if gather else dys)
-                            .astype(jnp.float32) * layout.row_weight[:, None]),
+        down_bias=bias_grad(weights.down_bias, lambda: dys.astype(jnp.float32) * layout.row_weight[:, None]),
     )
     d_topk = jnp.take(row_dot, layout.slot_row, mode="fill", fill_value=0)  # [T, k]
     if weights.down_bias is not None:  # the down bias' share of each slot's output
