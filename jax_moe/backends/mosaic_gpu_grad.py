@@ -68,6 +68,13 @@ KERNEL_ACTIVATION_GRADS = {
 CONTRACTION_RESERVE = 1024
 
 
+# From this size of a gathered copy (bytes) the backward gathers dy's rows in a kernel of its own:
+# XLA otherwise runs the x and dy gathers (independent of each other) as one kernel, which is
+# slower than the two (H100, 33792 rows of 2048 bf16: 155.9 us against 2 x 69.5; 1088 rows of 768:
+# 2.0 against 2 x 1.7, hence a threshold; benchmarks/results/session16-h100).
+SEPARATE_GATHER_BYTES = 16 * 2**20
+
+
 @dataclasses.dataclass(frozen=True)
 class ContractionConfig:
     """Tiling of expert_contraction: out[e] blocks of block_m x block_n, block_k rows per step."""
@@ -415,7 +422,11 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
     if preactivations is None:
         _, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret,
                                                  keep_preactivations=True)
-    dys = mosaic_gpu.gather_rows(dout.astype(x.dtype), layout.row_token)
+    dy = dout.astype(x.dtype)
+    if layout.row_token.shape[0] * x.shape[1] * x.dtype.itemsize >= SEPARATE_GATHER_BYTES:
+        # After expert_up's pre-activations exist, so that XLA cannot merge it with xs's gather.
+        dy, _ = lax.optimization_barrier((dy, preactivations))
+    dys = mosaic_gpu.gather_rows(dy, layout.row_token)
     dpre, hw, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
     dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
     dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
