@@ -12,6 +12,7 @@ A/B of checkouts on one GPU: scripts/gpu-ab.
 from __future__ import annotations
 
 import argparse
+import pathlib
 import statistics
 
 import jax
@@ -66,13 +67,19 @@ def main(argv=None) -> None:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--backend", default="mosaic_gpu")
     parser.add_argument("--calls", type=int, default=9)
+    parser.add_argument("--hlo", metavar="DIR", help="also write each case's optimized HLO (the fusions timed) here")
     args = parser.parse_args(argv)
     if jax.default_backend() != "gpu":
         parser.error("CUPTI kernel times need a GPU")
     for spec in args.cases:
         name, _, tokens = spec.partition(":")
         case = MoECase(SHAPES[name], int(tokens), jnp.dtype(args.dtype))
-        result = kernel_breakdown(*checked_step(case, args.backend, args.grad), args.calls)
+        fn, fn_args = checked_step(case, args.backend, args.grad)
+        if args.hlo:
+            path = pathlib.Path(args.hlo) / f"{'grad' if args.grad else 'fwd'}-{name}-{case.tokens}.hlo.txt"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(fn.lower(*fn_args).compile().as_text())
+        result = kernel_breakdown(fn, fn_args, args.calls)
         median, low, high = result["total_us"]
         print(f"== {'training step' if args.grad else 'forward'} {name} T={case.tokens} {args.dtype} {args.backend}: "
               f"{median:.1f} us median (min {low:.1f}, max {high:.1f}) in {result['launches']} kernels", flush=True)

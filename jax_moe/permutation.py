@@ -169,8 +169,9 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     if sorted_rows is None:
         sorted_rows = sort_by_expert(topk_ids, num_experts)
     order, rank, counts = sorted_rows.order, sorted_rows.rank, sorted_rows.group_sizes
-    routed = jnp.sum(counts)  # in-range rows; out-of-range ones sort after them
-    in_range = jnp.arange(n) < routed
+    # Whether a sorted row (out-of-range ones sort last, expert E) and a (token, slot) row are
+    # routed, from the experts rather than from their count (one reduction kernel less).
+    in_range = sorted_rows.expert < num_experts
     token = jnp.where(in_range, order // k, 0)
     weight = jnp.where(in_range, topk_weights.reshape(-1).astype(jnp.float32)[order], 0.0)
     packed_start = jnp.cumsum(counts) - counts  # [E] first row of each expert when compact
@@ -189,28 +190,31 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         start = packed_start
         row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(token)
         row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(weight)
-        slot_row = jnp.where(rank < routed, rank, rows)
+        slot_row = jnp.where(flat_experts(topk_ids, num_experts) < num_experts, rank, rows)
     slot_row = slot_row.reshape(T, k)
 
     aligned = start // ALIGN_ROWS * ALIGN_ROWS
     expert_tiles = jnp.where(counts > 0, (start + counts - aligned + block_m - 1) // block_m, 0)
     tile_end = jnp.cumsum(expert_tiles)  # [E] first tile past each expert
-    tile = jnp.arange(num_tiles, dtype=jnp.int32)
-    # One fused compare-and-count: the default "scan" method runs a loop of small kernels.
-    expert = jnp.searchsorted(tile_end, tile, side="right", method="compare_all").astype(jnp.int32)
-    used = expert < num_experts
-    e = jnp.minimum(expert, num_experts - 1)
-    tile_start = aligned[e] + (tile - (tile_end[e] - expert_tiles[e])) * block_m
-    lo = jnp.maximum(tile_start, start[e])
-    hi = jnp.minimum(tile_start + block_m, start[e] + counts[e])
+    tile_first = tile_end - expert_tiles
+    # Tile t belongs to the expert whose tiles [tile_first, tile_end) hold it (one at most): each
+    # table is a masked sum over the experts, all of them reductions of one [num_tiles, E] shape
+    # that XLA runs as one kernel (a search for the expert, then gathers by it, took three).
+    tile = jnp.arange(num_tiles, dtype=jnp.int32)[:, None]
+    member = (tile >= tile_first) & (tile < tile_end)  # [num_tiles, E]
+    pick = lambda per_expert: jnp.sum(jnp.where(member, per_expert, 0), axis=1, dtype=jnp.int32)
+    used = jnp.any(member, axis=1)
+    tile_start = pick(aligned + (tile - tile_first) * block_m)
+    lo = jnp.maximum(tile_start, pick(start))
+    hi = jnp.minimum(tile_start + block_m, pick(start + counts))
     return TileLayout(
         row_token=row_token,
         row_weight=row_weight,
         slot_row=slot_row,
-        tile_expert=jnp.where(used, expert, -1),
-        tile_start=jnp.where(used, tile_start, 0).astype(jnp.int32),
-        tile_lo=jnp.where(used, lo - tile_start, 0).astype(jnp.int32),
-        tile_size=jnp.where(used, hi - lo, 0).astype(jnp.int32),
+        tile_expert=jnp.where(used, pick(jnp.arange(num_experts, dtype=jnp.int32)), -1),
+        tile_start=tile_start,
+        tile_lo=jnp.where(used, lo - tile_start, 0),
+        tile_size=jnp.where(used, hi - lo, 0),
         expert_start=start.astype(jnp.int32),
         expert_size=counts,
     )
