@@ -220,8 +220,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     (one set of full barriers; a slot is free once all have released it; a boundary block is
     masked by all, each its lhs part and a share of the rhs columns, then they sync).
     """
-    rows, M = lhs.shape
-    N = rhs_list[0].shape[1]
+    M, N = lhs.shape[1], rhs_list[0].shape[1]
     E = tiles.expert_start.shape[0]
     bm, bn, bk, consumers, coop = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers, cfg.cooperative
     parts = consumers if coop else 1  # an item's row parts, one per consumer when they cooperate
