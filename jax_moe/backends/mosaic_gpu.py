@@ -598,14 +598,12 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
                                 sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
-    preactivations = None
+    gather = T * problem.top_k > DECODE_ROWS and not keep_preactivations
+    xs = x if gather else gather_rows(x, layout.row_token)
     if keep_preactivations:
-        xs = gather_rows(x, layout.row_token)  # the weight gradients read the gathered rows too
         h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
-    elif T * problem.top_k <= DECODE_ROWS:
-        h = expert_up(layout, gather_rows(x, layout.row_token), weights, problem, up_cfg, interpret)
     else:
-        h = expert_up(layout, x, weights, problem, up_cfg, interpret, gather=True)
+        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, gather=gather), None
     y = expert_down(layout, h, weights, problem, down_cfg, interpret)
     return combine_slots(layout, y, problem.top_k, x.dtype), layout, preactivations
 
