@@ -113,6 +113,9 @@ class TileLayout(NamedTuple):
                  rounded down to ALIGN_ROWS)
     expert_start, expert_size: int32 [E] each expert's rows [start, start + size);
                  None in rows_as_tiles' layout, whose rows are not grouped by expert
+    tile_end:    int32 [E]         first tile past each expert's (running total of its tiles): the
+                 tiles [0, tile_end[E - 1]) have work, the others none; None in rows_as_tiles'
+                 layout
     tile_weight: f32   [num_tiles] routing weight of the tile's one row (rows_as_tiles), else None
     """
 
@@ -125,6 +128,7 @@ class TileLayout(NamedTuple):
     tile_size: jax.Array
     expert_start: jax.Array
     expert_size: jax.Array
+    tile_end: jax.Array | None = None
     tile_weight: jax.Array | None = None
 
     @property
@@ -217,6 +221,7 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         tile_size=jnp.where(used, hi - lo, 0),
         expert_start=start.astype(jnp.int32),
         expert_size=counts,
+        tile_end=tile_end.astype(jnp.int32),
     )
 
 

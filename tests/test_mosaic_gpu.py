@@ -385,6 +385,8 @@ def test_align_to_tiles(T, k, E, block_m, aligned):
     # Tiles: aligned blocks inside the arrays whose valid rows partition the sorted rows by expert.
     used = layout.tile_expert >= 0
     assert (layout.tile_expert[used.sum():] == -1).all() and used[:used.sum()].all()
+    # tile_end: each expert's tiles end where the next one's begin; the last entry counts the used.
+    assert (layout.tile_end == np.cumsum(np.bincount(layout.tile_expert[used], minlength=E))).all()
     owner = np.full(rows, -1)
     for e, start, lo, size in zip(layout.tile_expert[used], layout.tile_start[used], layout.tile_lo[used],
                                   layout.tile_size[used]):
