@@ -16,7 +16,7 @@ Pipeline, for bf16 / f16 (x [T, H], k slots per token):
   5. combine: out[t] = sum_j y[slot_row[t, j]], slots summed in order j = 0..k-1 in fp32.
 Each tile stores only its expert's rows (neighbouring tiles may overlap, their rows do not).
 No atomics anywhere: results are bitwise reproducible. Both kernels are persistent (one CTA per
-SM walks the (tile, n-block) grid; unused tiles are skipped) and warp-specialised: a
+SM; the CTAs take turns over the (tile, n-block) items of the tiles with work) and warp-specialised: a
 producer warpgroup streams TMA loads through an SMEM ring while two consumer warpgroups, each
 with half of every n-block or every other item whole, run the wgmma and the epilogue (see
 grouped_gemm).
