@@ -8,11 +8,13 @@ Pipeline, for bf16 / f16 (x [T, H], k slots per token):
   2. gather: xs[r] = x[row_token[r]]                                     [rows, H]
      (read row by row by expert_up's producer warpgroup (mosaic_gpu_gather), except for decode
      batches and the backward, which gather a copy);
-  3. expert_up kernel:   h = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   [rows, I]
-                         (nomic: act(xs W1[e] + b1[e])); gate and up share one pipeline, fp32
-                         accumulators, activation in the epilogue, h stored in x's dtype;
-  4. expert_down kernel: y = row_weight * (h Wd[e] + bd[e])               [rows, H]
-                         (nomic: h W2[e]^T, W2 read transposed from its [E, H, I] layout);
+  3. expert_up kernel:   hw = w * act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   [rows, I]
+                         (nomic: w * act(xs W1[e] + b1[e])), w the row's routing weight; gate
+                         and up share one pipeline, fp32 accumulators, activation and weight in
+                         the epilogue, hw stored in x's dtype (the backward keeps it: the down
+                         weights' gradient is hw^T dys);
+  4. expert_down kernel: y = hw Wd[e] + w bd[e]                            [rows, H]
+                         (nomic: hw W2[e]^T + w bd[e], W2 read transposed from its [E, H, I] layout);
   5. combine: out[t] = sum_j y[slot_row[t, j]], slots summed in order j = 0..k-1 in fp32.
 Each tile stores only its expert's rows (neighbouring tiles may overlap, their rows do not).
 No atomics anywhere: results are bitwise reproducible. Both kernels are persistent (one CTA per
@@ -519,9 +521,18 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                   *(array for _, array in vectors))
 
 
+def row_weights(tiles: TileLayout):
+    """The routing weight of each row as a grouped_gemm epilogue vector: per row, or per tile
+    (rows_as_tiles: a tile holds one row)."""
+    return ("scalar", tiles.tile_weight) if tiles.one_row_per_tile else ("row", tiles.row_weight)
+
+
 def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False,
               keep_preactivations: bool = False, gather: bool = False):
-    """h [rows, I] = act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   (nomic: act(xs W1[e] + b1[e])).
+    """hw [rows, I] = w * act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   (nomic: w * act(xs W1[e] +
+    b1[e])), w the row's routing weight: the routing weight is applied here rather than to
+    expert_down's output, so that the backward can keep hw for the down weights' gradient
+    (down_backward then writes no copy of it).
 
     gather: xs is x [T, H] itself, and the kernel reads row r's x[tiles.row_token[r]] (no
     gathered copy).
@@ -533,17 +544,17 @@ def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem
     act = KERNEL_ACTIVATIONS[problem.activation]
     gate_bias = weights.gate_bias
     up_bias = weights.up_bias if gated else None
-    vectors = [("col", b.astype(jnp.float32)) for b in (gate_bias, up_bias) if b is not None]
+    vectors = [row_weights(tiles)] + [("col", b.astype(jnp.float32)) for b in (gate_bias, up_bias) if b is not None]
 
     def epilogue(accs, tiles):
-        tiles = list(tiles)
+        w, *tiles = tiles
         g = accs[0] if gate_bias is None else accs[0] + tiles.pop(0)
         preactivations = (g,)
         h = act(g)
         if gated:
             u = accs[1] if up_bias is None else accs[1] + tiles.pop(0)
             preactivations, h = (g, u), h * u
-        return (h, *preactivations) if keep_preactivations else (h,)
+        return (w * h, *preactivations) if keep_preactivations else (w * h,)
 
     rhs = (weights.gate, weights.up) if gated else (weights.gate,)
     n_out = 1 + (len(rhs) if keep_preactivations else 0)
@@ -553,21 +564,20 @@ def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem
     return (outs[0], tuple(outs[1:])) if keep_preactivations else outs[0]
 
 
-def expert_down(tiles: TileLayout, h, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
-    """y [rows, H] = row_weight * (h Wd[e] + bd[e])   (nomic: h W2[e]^T + bd[e]); the weight
-    is the tile's (tile_weight) in rows_as_tiles' layout."""
+def expert_down(tiles: TileLayout, hw, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
+    """y [rows, H] = hw Wd[e] + w bd[e]   (nomic: hw W2[e]^T + w bd[e]), hw expert_up's weighted
+    output and w the row's routing weight (needed for the bias only)."""
     gated = problem.moe_type == "qwen3"
-    vectors = [("scalar", tiles.tile_weight) if tiles.one_row_per_tile else ("row", tiles.row_weight)]
+    vectors = []
     if weights.down_bias is not None:
-        vectors.append(("col", weights.down_bias.astype(jnp.float32)))
+        vectors = [row_weights(tiles), ("col", weights.down_bias.astype(jnp.float32))]
 
     def epilogue(accs, tiles):
-        y = accs[0] if len(tiles) == 1 else accs[0] + tiles[1]
-        return (y * tiles[0],)
+        return (accs[0] + tiles[0] * tiles[1],) if tiles else accs
 
     second = weights.down if gated else weights.up
-    (y,) = grouped_gemm(tiles, [(h, (second,))], problem.hidden, cfg, transpose_rhs=not gated, epilogue=epilogue,
-                         vectors=vectors, out_dtypes=[h.dtype], interpret=interpret, name="jax_moe_expert_down")
+    (y,) = grouped_gemm(tiles, [(hw, (second,))], problem.hidden, cfg, transpose_rhs=not gated, epilogue=epilogue,
+                         vectors=vectors, out_dtypes=[hw.dtype], interpret=interpret, name="jax_moe_expert_down")
     return y
 
 
@@ -582,9 +592,10 @@ def gather_rows(x, rows):
 
 
 def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,
-            configs: tuple[GemmConfig, GemmConfig] | None = None, keep_preactivations: bool = False,
+            configs: tuple[GemmConfig, GemmConfig] | None = None, keep_residuals: bool = False,
             for_gradients: bool = False):
-    """(out [T, H], the TileLayout, the pre-activations (expert_up's) or None) for half x [T, H].
+    """(out [T, H], the TileLayout, residuals) for half x [T, H]; residuals: with keep_residuals,
+    (hw, pre-activations) of expert_up (the backward's), else None.
 
     configs overrides choose_configs (expert_up, expert_down; same block_m). One token takes
     rows_as_tiles (no sort) unless for_gradients (the weight gradients need rows grouped by
@@ -594,7 +605,7 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
 
     expert_up reads x's rows itself (no gathered copy: Qwen3-30B-A3B T=4096 on an H100, 780 -> 722
     us) except for decode batches (DECODE_ROWS) and where the weight gradients need the gathered
-    rows anyway (keep_preactivations: reading x's rows in the weight-gradient contraction too was
+    rows anyway (keep_residuals: reading x's rows in the weight-gradient contraction too was
     slower than the copy, benchmarks/NOTES.md session 16)."""
     T, H = x.shape
     if T == 0:
@@ -607,14 +618,15 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
                                 sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
-    gather = T * problem.top_k > DECODE_ROWS and not keep_preactivations
+    gather = T * problem.top_k > DECODE_ROWS and not keep_residuals
     xs = x if gather else gather_rows(x, layout.row_token)
-    if keep_preactivations:
-        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
+    if keep_residuals:
+        residuals = expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
+        hw = residuals[0]
     else:
-        h, preactivations = expert_up(layout, xs, weights, problem, up_cfg, interpret, gather=gather), None
-    y = expert_down(layout, h, weights, problem, down_cfg, interpret)
-    return combine_slots(layout, y, problem.top_k, x.dtype), layout, preactivations
+        hw, residuals = expert_up(layout, xs, weights, problem, up_cfg, interpret, gather=gather), None
+    y = expert_down(layout, hw, weights, problem, down_cfg, interpret)
+    return combine_slots(layout, y, problem.top_k, x.dtype), layout, residuals
 
 
 def sort_rows(topk_ids, problem: MoEProblem, interpret=False):

@@ -5,15 +5,15 @@ With the forward's sorted rows (jax_moe.permutation.TileLayout), for dy the outp
   1. down_backward (grouped GEMM, dy against the down weights transposed), per row:
        d = dys Wd[e]^T (nomic: dys W2[e]); with a = act(g), h = a * u (nomic: h = a),
        dg = w d * u * act'(g), du = w d * a   (nomic: dg = w d * act'(g)),
-       hw = w h (for the down weights' gradient) and sum(h * d) (d topk_weights, the k-slot
-       row dot of the unweighted expert output with dy, less the down bias' share);
+       and sum(h * d) (d topk_weights, the k-slot row dot of the unweighted expert output with
+       dy, less the down bias' share);
   2. up_backward (grouped GEMM): dxs = dg Wg[e]^T + du Wu[e]^T (nomic: dg W1[e]^T), whose k
        slots are summed per token in a fixed order (no atomics) into dx;
   3. expert_contraction (per expert, over its rows): dWg = xs^T dg, dWu = xs^T du, dWd = hw^T dys
        (nomic: dW1 = xs^T dg, dW2 = dys^T hw), fp32 accumulation.
 Bias gradients are per-expert row sums (a masked product in XLA). g, u are the forward's
-pre-activations (gate and up products plus biases): saved by the forward, or recomputed from
-the inputs (MoEProblem.recompute). Every step has a fixed order: gradients are bitwise reproducible.
+pre-activations (gate and up products plus biases) and hw = w h its weighted expert_up output:
+saved by the forward, or recomputed from the inputs (MoEProblem.recompute). Every step has a fixed order: gradients are bitwise reproducible.
 """
 
 from __future__ import annotations
@@ -151,8 +151,8 @@ def fitted_contraction_config(cfg: ContractionConfig, M: int, N: int) -> Contrac
 
 def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights, problem: MoEProblem,
                   cfg: GemmConfig, interpret=False):
-    """Returns (dpre, hw, row_dot): dpre = (dg, du) (nomic: (dg,)) and hw [rows, I] in dys's dtype,
-    row_dot f32 [rows] = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined)."""
+    """Returns (dpre, row_dot): dpre = (dg, du) (nomic: (dg,)) in dys's dtype, row_dot f32 [rows]
+    = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined)."""
     gated = problem.moe_type == "qwen3"
     act_grad = KERNEL_ACTIVATION_GRADS[problem.activation]
     vectors = [("row", tiles.row_weight)] + [("tile", p) for p in preactivations]
@@ -163,17 +163,15 @@ def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights
         dh = w * d
         if gated:
             u = vector_tiles[2]
-            h = a * u
-            return dh * u * da, dh * a, w * h, jnp.sum(h * d, axis=1)
-        return dh * da, w * a, jnp.sum(a * d, axis=1)
+            return dh * u * da, dh * a, jnp.sum(a * u * d, axis=1)
+        return dh * da, jnp.sum(a * d, axis=1)
 
     second = weights.down if gated else weights.up
-    n_out = len(preactivations) + 1
-    *outs, partial_dots = grouped_gemm(
+    *dpre, partial_dots = grouped_gemm(
         tiles, [(dys, (second,))], problem.intermediate, cfg, transpose_rhs=gated, epilogue=epilogue,
-        vectors=vectors, out_dtypes=[dys.dtype] * n_out, interpret=interpret, name="jax_moe_down_backward",
-        row_sums=True)
-    return tuple(outs[:-1]), outs[-1], _tile_rows_to_rows(tiles, partial_dots, cfg.block_m, dys.shape[0])
+        vectors=vectors, out_dtypes=[dys.dtype] * len(preactivations), interpret=interpret,
+        name="jax_moe_down_backward", row_sums=True)
+    return tuple(dpre), _tile_rows_to_rows(tiles, partial_dots, cfg.block_m, dys.shape[0])
 
 
 def _tile_rows_to_rows(tiles: TileLayout, partial, block_m: int, rows: int):
@@ -401,10 +399,11 @@ def _expert_row_sums(tiles: TileLayout, values):
 
 def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem):
     """fused_moe's forward for differentiation: (out, residuals). Residuals: the TileLayout and,
-    unless problem.recompute, the pre-activations (g, u) [T*k (+slack), I] (nomic: g)."""
-    out, layout, preactivations = mosaic_gpu.forward(x, weights, topk_weights, topk_ids, problem, problem.interpret,
-                                                     keep_preactivations=not problem.recompute, for_gradients=True)
-    return out, (layout, preactivations)
+    unless problem.recompute, expert_up's (hw, pre-activations): hw = w * h [T*k (+slack), I] and
+    (g, u) (nomic: (g,)), each in x's dtype."""
+    out, layout, kept = mosaic_gpu.forward(x, weights, topk_weights, topk_ids, problem, problem.interpret,
+                                           keep_residuals=not problem.recompute, for_gradients=True)
+    return out, (layout, kept)
 
 
 def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout, problem: MoEProblem):
@@ -412,21 +411,21 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
     if problem.tokens == 0:
         zeros = lambda a: None if a is None else jnp.zeros_like(a)
         return zeros(x), ExpertWeights(*map(zeros, weights)), zeros(topk_weights)
-    layout, preactivations = residuals
+    layout, kept = residuals
     interpret = problem.interpret
     up_cfg, _ = mosaic_gpu.choose_configs(problem)
     cfgs = choose_backward_configs(problem, up_cfg.block_m)
     gated = problem.moe_type == "qwen3"
     xs = mosaic_gpu.gather_rows(x, layout.row_token)
-    if preactivations is None:
-        _, preactivations = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret,
-                                                 keep_preactivations=True)
+    if kept is None:
+        kept = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
+    hw, preactivations = kept
     dy = dout.astype(x.dtype)
     if layout.row_token.shape[0] * x.shape[1] * x.dtype.itemsize >= SEPARATE_GATHER_BYTES:
         # After expert_up's pre-activations exist, so that XLA cannot merge it with xs's gather.
         dy, _ = lax.optimization_barrier((dy, preactivations))
     dys = mosaic_gpu.gather_rows(dy, layout.row_token)
-    dpre, hw, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
+    dpre, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
     dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
     dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
 
