@@ -565,10 +565,14 @@ def test_backend_reports_why_it_cannot_run():
     assert jax_moe.fused_moe(*make_case(4, 4, 64, 40, 3, 2, dtype=jnp.bfloat16)[0], interpret=True).shape == (4, 64)
 
 
-def test_training_loop_matches_the_xla_backend():
+def test_training_loop_follows_the_fp32_reference():
     """A toy MoE (router + fused_moe, fp32 master weights used in bf16) trained with optax under
-    jit: the mosaic_gpu kernels' loss curve follows the xla backend's. (Interpret mode runs the
-    kernels through io_callback, which jax.checkpoint refuses; tests/test_gpu.py checks remat.)"""
+    jit: the mosaic_gpu kernels' loss curve follows the exact one (the same model in fp32 on the xla
+    backend, exact products) within 2 %. Session 18's kernels (w * h rounded once in expert_up)
+    follow it within 0.2 %; the xla backend on the same bf16 inputs drifts 2.2 % from it by step 6
+    (and session 17's kernels 3 %), so bf16 paths are compared with the exact curve, not with each
+    other. (Interpret mode runs the kernels through io_callback, which jax.checkpoint refuses;
+    tests/test_gpu.py checks remat.)"""
     import optax
 
     T, H, I, E, k = 32, 64, 64, 4, 2
@@ -580,12 +584,12 @@ def test_training_loop_matches_the_xla_backend():
                   up=jax.random.normal(keys[4], (E, H, I)) * H**-0.5,
                   down=jax.random.normal(keys[5], (E, I, H)) * I**-0.5)
 
-    def train(backend, steps=6):
+    def train(backend, dtype, steps=6):
         def loss_fn(p):
             def layer(p, x):
                 weights, ids, _ = jax_moe.topk_softmax(x @ p["router"], k, renormalize=True)
-                half = lambda a: a.astype(jnp.bfloat16)
-                return jax_moe.fused_moe(half(x), half(p["gate"]), half(p["up"]), half(p["down"]), weights, ids,
+                cast = lambda a: a.astype(dtype)
+                return jax_moe.fused_moe(cast(x), cast(p["gate"]), cast(p["up"]), cast(p["down"]), weights, ids,
                                          backend=backend, interpret=backend == "mosaic_gpu")
             return jnp.mean((layer(p, x).astype(jnp.float32) - target) ** 2)
 
@@ -603,6 +607,6 @@ def test_training_loop_matches_the_xla_backend():
             losses.append(float(loss))
         return np.array(losses)
 
-    kernels, xla = train("mosaic_gpu"), train("xla")
+    kernels, exact = train("mosaic_gpu", jnp.bfloat16), train("xla", jnp.float32)
     assert kernels[-1] < 0.8 * kernels[0]
-    np.testing.assert_allclose(kernels, xla, rtol=2e-2)
+    np.testing.assert_allclose(kernels, exact, rtol=2e-2)
