@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# For the next session, on branch contraction-tail (CPU-tested, NOT measured; carry [".whl"], ~4 min):
+# For the next session, on main (CPU-tested, NOT measured; the option is off by default; carry [".whl"], ~4 min):
 # the weight-gradient contraction multiplying only the parts of an expert's last row block that hold
 # its rows (ContractionConfig.tail_rows; the ring's swizzle narrowed to 64 or 32 bytes so that wgmma
 # takes K = 32 or 16), and 32-row blocks in 8 stages, against the default (first config: every other
