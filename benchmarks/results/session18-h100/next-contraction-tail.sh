@@ -10,3 +10,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
 timeout 300 python3 -m benchmarks.tune_contraction --out $OUT \
   --configs 128x256x64x4x2x1xc,128x256x64x4x2x1xcxt32,128x256x64x4x2x1xcxt16,128x256x32x8x2x1xc,128x256x64x4x2x1xc 2>&1 \
   | grep -v Warn | tee $OUT/tune-contraction-tail.log
+# The README's training row on main (session 18's w*h residual; the row is session 16's), anchors in
+# the same process (~150 s: tokamax compiles at T=4096).
+timeout 240 python3 -m benchmarks.run --suites train --shapes qwen3_30b_a3b --tokens 4096 --dtypes bfloat16 \
+  --impls jax_moe_mosaic_gpu,tokamax_mosaic --out $OUT --tag train-qwen3-4096 > $OUT/run-train.log 2>&1
+grep -v "Warn\|^    @" $OUT/run-train.log | grep "moe-grad\|^| qwen"
