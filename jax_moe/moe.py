@@ -125,8 +125,9 @@ def fused_moe(
       backend: "auto" or a name from ``jax_moe.backends.names()``.
       interpret: run Pallas kernels in interpret mode (CPU testing); ignored by "xla".
       recompute: under differentiation, save only the inputs and recompute the gate/up products
-        in the backward (one more grouped GEMM) instead of saving the pre-activations
-        (2 * k * I elements per token for qwen3, k * I for nomic, in x's dtype). "mosaic_gpu" only.
+        in the backward (one more grouped GEMM) instead of saving the pre-activations and the
+        weighted activations (3 * k * I elements per token for qwen3, 2 * k * I for nomic, in x's
+        dtype). "mosaic_gpu" only.
       precision: fp32 inputs only: "highest" (default; exact fp32 products) or "tf32" (TF32
         products on NVIDIA GPU tensor cores, ~1e-3 relative error; exact fp32 on the CPU).
         Half inputs always multiply exactly with fp32 accumulation.
