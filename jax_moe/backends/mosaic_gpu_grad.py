@@ -346,9 +346,8 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     pl.when(((k == 0) & masked_first) | ((k == nb - 1) & masked_last))(lambda: mask_block(slot, k))
                     multiply = lambda rows: plgpu.wgmma(acc_ref, lhs_ring.at[slot, part, :rows].transpose((1, 0)),
                                                         rhs_ring.at[slot, :rows])
-                    if tail:  # the block's parts up to the expert's last row
-                        parts_used = jnp.where(k == nb - 1, jnp.minimum((end - k * bk + tail - 1) // tail, bk // tail),
-                                               bk // tail)
+                    if tail:  # the block's parts up to the expert's last row (the last block holds 1..bk of its rows)
+                        parts_used = jnp.where(k == nb - 1, (end - k * bk + tail - 1) // tail, bk // tail)
                         for used in range(1, bk // tail + 1):
                             pl.when(parts_used == used)(functools.partial(multiply, used * tail))
                     else:
