@@ -22,12 +22,10 @@ from jax_moe.shapes import SHAPES
 
 
 def parse_config(spec: str) -> ContractionConfig:
-    """'bm x bn x bk x stages x consumers [x staging_chunks] [x c] [x tN]' -> ContractionConfig (c:
-    the consumers share each item; tN: an expert's last block multiplied N rows at a time)."""
+    """'bm x bn x bk x stages x consumers [x staging_chunks] [x c]' -> ContractionConfig (c: the
+    consumers share each item)."""
     fields = spec.split("x")
-    tail = [int(f[1:]) for f in fields if f.startswith("t")]
-    numbers = [int(f) for f in fields if f != "c" and not f.startswith("t")]
-    return ContractionConfig(*numbers, cooperative="c" in fields, tail_rows=tail[0] if tail else 0)
+    return ContractionConfig(*(int(f) for f in fields if f != "c"), cooperative=fields[-1] == "c")
 
 
 def main(argv=None):

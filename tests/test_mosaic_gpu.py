@@ -265,19 +265,17 @@ def test_tile_operands_in_the_output_staging():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks, cooperative, tail_rows",
-                         [(16, 2, 1, 64, 0, False, 0), (16, 4, 2, 64, 0, False, 0), (32, 3, 2, 64, 0, False, 0),
-                          (32, 2, 2, 64, 0, False, 0), (16, 3, 1, 128, 1, False, 0), (32, 2, 2, 128, 1, False, 0),
-                          (64, 2, 1, 64, 0, False, 0), (32, 3, 2, 128, 0, True, 0), (64, 2, 2, 128, 1, True, 0),
-                          (64, 2, 1, 64, 0, False, 32), (64, 3, 2, 128, 1, True, 16), (32, 2, 2, 64, 0, False, 16)])
-def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers, block_n, staging_chunks, cooperative,
-                                                     tail_rows):
+@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks, cooperative",
+                         [(16, 2, 1, 64, 0, False), (16, 4, 2, 64, 0, False), (32, 3, 2, 64, 0, False),
+                          (32, 2, 2, 64, 0, False), (16, 3, 1, 128, 1, False), (32, 2, 2, 128, 1, False),
+                          (64, 2, 1, 64, 0, False), (32, 3, 2, 128, 0, True), (64, 2, 2, 128, 1, True)])
+def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers, block_n, staging_chunks, cooperative):
     """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over
     several row blocks, boundary blocks shared by neighbouring experts, NaN in every row past the routed
     ones (rows no expert owns must never reach a sum), two right-hand sides; one consumer or two taking
     alternate items or sharing each (64 of its 128 rows each: each masks its lhs part and half of
     the rhs columns); output tiles staged whole or a 64-column chunk at a time; blocks of 16 to 64
-    rows, an expert's last block multiplied whole or tail_rows rows at a time (up to its last row)."""
+    rows."""
     T, k, E, M, N = 40, 3, 7, 128 if cooperative else 64, 128
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32).at[:, 0].set(2)  # experts 5, 6: empty
@@ -285,8 +283,7 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
     rows, routed = row_count(T, k, 64), T * k
     lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16).at[routed:].set(jnp.nan)
     rhs = [jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16).at[routed:].set(jnp.nan) for _ in range(2)]
-    cfg = mosaic_gpu_grad.ContractionConfig(M, block_n, block_k, stages, consumers, staging_chunks, cooperative,
-                                            tail_rows)
+    cfg = mosaic_gpu_grad.ContractionConfig(M, block_n, block_k, stages, consumers, staging_chunks, cooperative)
     outs = mosaic_gpu_grad.expert_contraction(layout, lhs, rhs, cfg, jnp.float32, interpret=True)
     start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
     assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32

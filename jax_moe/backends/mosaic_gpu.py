@@ -155,14 +155,10 @@ def largest_dividing(size: int, block: int) -> int:
     return block
 
 
-def tiled_swizzled(shape, dtype, max_swizzle_cols: int | None = None) -> tuple:
-    """TMA/wgmma-friendly SMEM transforms for a [rows, cols] tile. max_swizzle_cols caps the
-    swizzle's width: wgmma takes K in multiples of it, so an operand whose rows are K (the weight
-    contraction's blocks) needs a swizzle no wider than its rows."""
+def tiled_swizzled(shape, dtype) -> tuple:
+    """TMA/wgmma-friendly SMEM transforms for a [rows, cols] tile."""
     bits = jnp.dtype(dtype).itemsize * 8
     swizzle = plgpu.find_swizzle(shape[-1] * bits)
-    if max_swizzle_cols is not None:
-        swizzle = min(swizzle, max_swizzle_cols * bits // 8)
     return plgpu.TilingTransform((8, swizzle * 8 // bits)), plgpu.SwizzleTransform(swizzle)
 
 

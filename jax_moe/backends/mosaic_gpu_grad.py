@@ -96,11 +96,6 @@ class ContractionConfig:
     # block reads half the SMEM bytes per MMA of a 128-column one (SMEM's bandwidth is shared with
     # the TMA's writes into the ring).
     cooperative: bool = False
-    # Rows per wgmma of an expert's last row block (0: the whole block): only the parts that hold
-    # the expert's rows are multiplied (an expert of ~256 rows has ~32 rows past its end in a
-    # 64-row last block, ~12 % of its MMAs). wgmma takes K in multiples of the SMEM swizzle's
-    # width, so the ring's swizzle narrows to tail_rows columns (64 bytes for 32 bf16 rows).
-    tail_rows: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +221,6 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     M, N = lhs.shape[1], rhs_list[0].shape[1]
     E = tiles.expert_start.shape[0]
     bm, bn, bk, consumers, coop = cfg.block_m, cfg.block_n, cfg.block_k, cfg.consumers, cfg.cooperative
-    tail = cfg.tail_rows
     parts = consumers if coop else 1  # an item's row parts, one per consumer when they cooperate
     part_m = bm // parts
     full_sets = 1 if coop else consumers  # sets of full barriers: alternate items wait on their own
@@ -235,10 +229,9 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     # written to the other) when an item has an even number of chunks (so every item's first
     # chunk goes to buffer 0: the buffer of the chunk before last).
     buffers = 2 if staged_cols < bn and (bn // staged_cols) % 2 == 0 else 1
-    if (M % bm or N % bn or bn % staged_cols or (coop and (bm % (64 * parts) or bn % (64 * parts)))
-            or (tail and bk % tail)):
+    if M % bm or N % bn or bn % staged_cols or (coop and (bm % (64 * parts) or bn % (64 * parts))):
         raise ValueError(f"{cfg} does not tile M={M}, N={N} (block_n a multiple of the {staged_cols} staged columns, "
-                         f"cooperating consumers 64 rows and columns each, block_k a multiple of tail_rows)")
+                         f"cooperating consumers 64 rows and columns each)")
     n_rhs = len(rhs_list)
     m_tiles, n_tiles = M // bm, N // bn
     n_columns = n_rhs * n_tiles  # output column blocks of all rhs: rhs nj // n_tiles, block nj % n_tiles
@@ -317,13 +310,9 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
             part = wg if coop else 0  # this consumer's rows of the item
 
             def mask(smem, k):  # zero the rows of other experts (or of nobody)
-                # In the WGMMA layout (64-row multiples): blocks of fewer rows through their
-                # transposed view, whose columns are the rows.
-                axis = 0 if bk % 64 == 0 else 1
-                view = smem if axis == 0 else smem.transpose((1, 0))
-                row = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, view.shape, axis),
+                row = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, smem.shape, 0),
                                         plgpu.Layout.WGMMA) + k * bk
-                view[...] = jnp.where((row >= lead) & (row < end), view[...], 0).astype(smem.dtype)
+                smem[...] = jnp.where((row >= lead) & (row < end), smem[...], 0).astype(smem.dtype)
 
             def mask_block(slot, k):
                 mask(lhs_ring.at[slot, part], k)
@@ -344,14 +333,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     slot = lax.rem(step, stages)
                     plgpu.barrier_wait(full.at[(0 if coop else wg) * stages + slot])
                     pl.when(((k == 0) & masked_first) | ((k == nb - 1) & masked_last))(lambda: mask_block(slot, k))
-                    multiply = lambda rows: plgpu.wgmma(acc_ref, lhs_ring.at[slot, part, :rows].transpose((1, 0)),
-                                                        rhs_ring.at[slot, :rows])
-                    if tail:  # the block's parts up to the expert's last row (the last block holds 1..bk of its rows)
-                        parts_used = jnp.where(k == nb - 1, (end - k * bk + tail - 1) // tail, bk // tail)
-                        for used in range(1, bk // tail + 1):
-                            pl.when(parts_used == used)(functools.partial(multiply, used * tail))
-                    else:
-                        multiply(bk)
+                    plgpu.wgmma(acc_ref, lhs_ring.at[slot, part].transpose((1, 0)), rhs_ring.at[slot])
                     plgpu.wgmma_wait(1)
 
                     @pl.when(k > 0)
@@ -382,8 +364,8 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     stages = mosaic_gpu.ring_stages(cfg, stage_bytes, [staging], CONTRACTION_RESERVE)
     expert_tables = (plgpu.SMEM(tables.shape, jnp.int32), plgpu.Barrier(num_arrivals=1))
     tables_in_smem = mosaic_gpu.ring_slots(stage_bytes, [staging, expert_tables[0]], CONTRACTION_RESERVE) >= stages
-    ring = (plgpu.SMEM((stages, parts, bk, part_m), dtype, transforms=tiled_swizzled((bk, part_m), dtype, tail or bk)),
-            plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype, tail or bk)),
+    ring = (plgpu.SMEM((stages, parts, bk, part_m), dtype, transforms=tiled_swizzled((bk, part_m), dtype)),
+            plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
             # full: the lhs parts and the rhs loaded; per consumer unless they cooperate
             plgpu.Barrier(num_arrivals=parts + 1, num_barriers=full_sets * stages),
             # empty: the item's consumer (or every cooperating one) releases the slot
