@@ -274,8 +274,9 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
     several row blocks, boundary blocks shared by neighbouring experts, NaN in every row past the routed
     ones (rows no expert owns must never reach a sum), two right-hand sides; one consumer or two taking
     alternate items or sharing each (64 of its 128 rows each: each masks its lhs part and half of
-    the rhs columns); output tiles staged whole or a 64-column chunk at a time; blocks of 16 to 64
-    rows."""
+    the rhs columns, then they meet at a barrier before their MMAs); output tiles staged whole or a
+    64-column chunk at a time; blocks of 16 to 64 rows; the race detector checks the SMEM ring's and
+    the masks' synchronisation."""
     T, k, E, M, N = 40, 3, 7, 128 if cooperative else 64, 128
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32).at[:, 0].set(2)  # experts 5, 6: empty
@@ -284,7 +285,9 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
     lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16).at[routed:].set(jnp.nan)
     rhs = [jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16).at[routed:].set(jnp.nan) for _ in range(2)]
     cfg = mosaic_gpu_grad.ContractionConfig(M, block_n, block_k, stages, consumers, staging_chunks, cooperative)
-    outs = mosaic_gpu_grad.expert_contraction(layout, lhs, rhs, cfg, jnp.float32, interpret=True)
+    params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
+    outs = mosaic_gpu_grad.expert_contraction(layout, lhs, rhs, cfg, jnp.float32, interpret=params)
+    assert not interpret_pallas_call.get_races().races_found
     start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
     assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32
     a = np.asarray(lhs, np.float32)

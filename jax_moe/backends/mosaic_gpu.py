@@ -104,9 +104,12 @@ DECODE_ROWS = 64
 
 
 def consumer_registers(consumers: int) -> int:
-    """Registers per thread of a consumer warpgroup: the SM's 64K less the producer's, shared
-    (setmaxnreg takes multiples of 8, at most 256)."""
-    return min(256, (512 - PRODUCER_REGISTERS) // consumers // 8 * 8)
+    """Registers per thread of a consumer warpgroup: what the CTA's warpgroups hold at launch (an
+    equal share of the 64K registers, a multiple of 8 per thread and at most 255) less the
+    producer's, shared (setmaxnreg takes multiples of 8, at most 256). Asking for more than the
+    launch allocation frees blocks setmaxnreg forever."""
+    launch = min(255, 512 // (consumers + 1)) // 8 * 8
+    return min(256, (launch * (consumers + 1) - PRODUCER_REGISTERS) // consumers // 8 * 8)
 
 
 def alternate_items(problem: MoEProblem) -> bool:
