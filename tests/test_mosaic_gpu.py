@@ -297,6 +297,31 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
         np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks, cooperative",
+                         [(64, 2, 1, 64, 0, False), (64, 2, 2, 128, 1, True)])
+def test_expert_contraction_on_the_training_layout(block_k, stages, consumers, block_n, staging_chunks, cooperative):
+    """The layout the backward builds (every expert on the 8-row grid, up to 7 unowned rows after
+    each): NaN in every row no expert owns, the gaps between experts included, never reaches a sum."""
+    T, k, E, M, N = 40, 3, 7, 128 if cooperative else 64, 128
+    rng = np.random.default_rng(1)
+    ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32)
+    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64, aligned_experts=True)
+    rows = row_count(T, k, 64, aligned_experts=E)
+    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
+    owned = np.zeros(rows, bool)
+    for s, n in zip(start, size):
+        owned[s:s + n] = True
+    assert (~owned[:start[4]]).any()  # gaps between experts
+    unowned = jnp.asarray(~owned)[:, None]
+    lhs = jnp.where(unowned, jnp.nan, jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16))
+    rhs = jnp.where(unowned, jnp.nan, jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16))
+    cfg = mosaic_gpu_grad.ContractionConfig(M, block_n, block_k, stages, consumers, staging_chunks, cooperative)
+    (out,) = mosaic_gpu_grad.expert_contraction(layout, lhs, [rhs], cfg, jnp.float32, interpret=True)
+    a, b = np.asarray(lhs, np.float32), np.asarray(rhs, np.float32)
+    expected = np.stack([a[s:s + n].T @ b[s:s + n] for s, n in zip(start, size)])
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
+
+
 def test_expert_contraction_with_more_experts_than_smem_tables():
     """E = 200: the expert tables (2.4 KiB) do not fit in the 2 KiB that shared 128 x 128 items leave
     beside as many ring stages as fit, so every warpgroup reads them from global memory; same sums.
