@@ -155,7 +155,7 @@ def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights
     = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined)."""
     gated = problem.moe_type == "qwen3"
     act_grad = KERNEL_ACTIVATION_GRADS[problem.activation]
-    vectors = [("row", tiles.row_weight)] + [("tile", p) for p in preactivations]
+    vectors = [mosaic_gpu.row_weights(tiles)] + [("tile", p) for p in preactivations]
 
     def epilogue(accs, vector_tiles):
         (d,), w, g = accs, vector_tiles[0], vector_tiles[1]
