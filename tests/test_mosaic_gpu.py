@@ -265,14 +265,26 @@ def test_tile_operands_in_the_output_staging():
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks, cooperative",
-                         [(16, 2, 1, 64, 0, False), (16, 4, 2, 64, 0, False), (32, 3, 2, 64, 0, False),
-                          (32, 2, 2, 64, 0, False), (16, 3, 1, 128, 1, False), (32, 2, 2, 128, 1, False),
-                          (64, 2, 1, 64, 0, False), (32, 3, 2, 128, 0, True), (64, 2, 2, 128, 1, True)])
-def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers, block_n, staging_chunks, cooperative):
+def expected_contraction(layout, lhs, rhs):
+    """numpy: each expert's rows of lhs, transposed, times its rows of rhs [E, M, N], in fp32."""
+    a, b = np.asarray(lhs, np.float32), np.asarray(rhs, np.float32)
+    return np.stack([a[s:s + n].T @ b[s:s + n] for s, n in zip(np.asarray(layout.expert_start),
+                                                                np.asarray(layout.expert_size))])
+
+
+@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks, cooperative, aligned",
+                         [(16, 2, 1, 64, 0, False, False), (16, 4, 2, 64, 0, False, False),
+                          (32, 3, 2, 64, 0, False, False), (32, 2, 2, 64, 0, False, False),
+                          (16, 3, 1, 128, 1, False, False), (32, 2, 2, 128, 1, False, False),
+                          (64, 2, 1, 64, 0, False, False), (32, 3, 2, 128, 0, True, False),
+                          (64, 2, 2, 128, 1, True, False), (64, 2, 1, 64, 0, False, True),
+                          (64, 2, 2, 128, 1, True, True)])
+def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers, block_n, staging_chunks, cooperative,
+                                                     aligned):
     """The weight-gradient kernel alone, against numpy: E = 7 with two empty experts, an expert over
-    several row blocks, boundary blocks shared by neighbouring experts, NaN in every row past the routed
-    ones (rows no expert owns must never reach a sum), two right-hand sides; one consumer or two taking
+    several row blocks, boundary blocks shared by neighbouring experts, NaN in every row no expert
+    owns (past the routed ones and, on the layout the backward builds, aligned, the up to 7 rows
+    after each expert): they must never reach a sum; two right-hand sides; one consumer or two taking
     alternate items or sharing each (64 of its 128 rows each: each masks its lhs part and half of
     the rhs columns, then they meet at a barrier before their MMAs); output tiles staged whole or a
     64-column chunk at a time; blocks of 16 to 64 rows; the race detector checks the SMEM ring's and
@@ -280,46 +292,23 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
     T, k, E, M, N = 40, 3, 7, 128 if cooperative else 64, 128
     rng = np.random.default_rng(0)
     ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32).at[:, 0].set(2)  # experts 5, 6: empty
-    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64)
-    rows, routed = row_count(T, k, 64), T * k
-    lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16).at[routed:].set(jnp.nan)
-    rhs = [jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16).at[routed:].set(jnp.nan) for _ in range(2)]
+    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64, aligned_experts=aligned)
+    rows = row_count(T, k, 64, aligned_experts=E if aligned else 0)
+    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
+    assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32
+    owned = np.zeros(rows, bool)
+    for s, n in zip(start, size):
+        owned[s:s + n] = True
+    assert (~owned[:start[4]]).any() == aligned  # gaps between experts
+    unowned = jnp.asarray(~owned)[:, None]
+    lhs = jnp.where(unowned, jnp.nan, jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16))
+    rhs = [jnp.where(unowned, jnp.nan, jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16)) for _ in range(2)]
     cfg = mosaic_gpu_grad.ContractionConfig(M, block_n, block_k, stages, consumers, staging_chunks, cooperative)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
     outs = mosaic_gpu_grad.expert_contraction(layout, lhs, rhs, cfg, jnp.float32, interpret=params)
     assert not interpret_pallas_call.get_races().races_found
-    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
-    assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32
-    a = np.asarray(lhs, np.float32)
     for out, r in zip(outs, rhs):
-        b = np.asarray(r, np.float32)
-        expected = np.stack([a[s:s + n].T @ b[s:s + n] for s, n in zip(start, size)])
-        np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
-
-
-@pytest.mark.parametrize("block_k, stages, consumers, block_n, staging_chunks, cooperative",
-                         [(64, 2, 1, 64, 0, False), (64, 2, 2, 128, 1, True)])
-def test_expert_contraction_on_the_training_layout(block_k, stages, consumers, block_n, staging_chunks, cooperative):
-    """The layout the backward builds (every expert on the 8-row grid, up to 7 unowned rows after
-    each): NaN in every row no expert owns, the gaps between experts included, never reaches a sum."""
-    T, k, E, M, N = 40, 3, 7, 128 if cooperative else 64, 128
-    rng = np.random.default_rng(1)
-    ids = jnp.asarray(rng.integers(0, 5, (T, k)), jnp.int32)
-    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64, aligned_experts=True)
-    rows = row_count(T, k, 64, aligned_experts=E)
-    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
-    owned = np.zeros(rows, bool)
-    for s, n in zip(start, size):
-        owned[s:s + n] = True
-    assert (~owned[:start[4]]).any()  # gaps between experts
-    unowned = jnp.asarray(~owned)[:, None]
-    lhs = jnp.where(unowned, jnp.nan, jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16))
-    rhs = jnp.where(unowned, jnp.nan, jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16))
-    cfg = mosaic_gpu_grad.ContractionConfig(M, block_n, block_k, stages, consumers, staging_chunks, cooperative)
-    (out,) = mosaic_gpu_grad.expert_contraction(layout, lhs, [rhs], cfg, jnp.float32, interpret=True)
-    a, b = np.asarray(lhs, np.float32), np.asarray(rhs, np.float32)
-    expected = np.stack([a[s:s + n].T @ b[s:s + n] for s, n in zip(start, size)])
-    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
+        np.testing.assert_allclose(np.asarray(out), expected_contraction(layout, lhs, r), rtol=1e-5, atol=1e-4)
 
 
 def test_expert_contraction_with_more_experts_than_smem_tables():
@@ -335,10 +324,7 @@ def test_expert_contraction_with_more_experts_than_smem_tables():
     rhs = jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16)
     cfg = mosaic_gpu_grad.ContractionConfig(M, N, 64, 99, 2, 1, cooperative=True)  # as many stages as fit
     (out,) = mosaic_gpu_grad.expert_contraction(layout, lhs, [rhs], cfg, jnp.float32, interpret=True)
-    a, b = np.asarray(lhs, np.float32), np.asarray(rhs, np.float32)
-    start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
-    expected = np.stack([a[s:s + n].T @ b[s:s + n] for s, n in zip(start, size)])
-    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(out), expected_contraction(layout, lhs, rhs), rtol=1e-5, atol=1e-4)
 
 
 def test_fitted_contraction_config():
