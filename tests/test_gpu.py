@@ -181,6 +181,34 @@ def test_compiled_row_gather_equals_the_gathered_copy(shape, T):
     np.testing.assert_array_equal(gathered[routed], copied[routed])
 
 
+@pytest.mark.parametrize("aligned", [False, True])
+def test_compiled_contraction_multiplies_each_experts_rows_only(aligned):
+    """The compiled weight-gradient contraction, whose partial last row blocks are multiplied over
+    their leading 16-row groups only (inline wgmma of 1 to 4 k16 instructions), against numpy:
+    experts ending at every residue class of 16 in a 64-row block, NaN in every row no expert owns;
+    one consumer and two sharing each item."""
+    from jax_moe.backends import mosaic_gpu_grad
+    from jax_moe.permutation import align_to_tiles, row_count
+    from test_mosaic_gpu import expected_contraction
+    sizes = [1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 0, 130, 200]
+    E, M, N = len(sizes), 128, 256
+    ids = jnp.asarray(np.repeat(np.arange(E), sizes)[np.random.default_rng(0).permutation(sum(sizes))], jnp.int32)[:, None]
+    layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64, aligned_experts=aligned)
+    rows = row_count(ids.shape[0], 1, 64, aligned_experts=E if aligned else 0)
+    owned = np.zeros(rows, bool)
+    for start, size in zip(np.asarray(layout.expert_start), np.asarray(layout.expert_size)):
+        owned[start:start + size] = True
+    assert (np.asarray(layout.expert_size) == sizes).all()
+    rng = np.random.default_rng(1)
+    lhs = jnp.where(owned[:, None], jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16), jnp.nan)
+    rhs = jnp.where(owned[:, None], jnp.asarray(rng.normal(size=(rows, N)), jnp.bfloat16), jnp.nan)
+    for cfg in (mosaic_gpu_grad.ContractionConfig(128, 256, 64, 4, consumers=2, staging_chunks=1, cooperative=True),
+                mosaic_gpu_grad.ContractionConfig(128, 128, 64, 5)):
+        (out,) = on_gpu(lambda a, b, cfg=cfg: mosaic_gpu_grad.expert_contraction(layout, a, [b], cfg, jnp.float32),
+                        lhs, rhs)
+        np.testing.assert_allclose(np.asarray(out), expected_contraction(layout, lhs, rhs), rtol=1e-5, atol=1e-3)
+
+
 @pytest.mark.parametrize("T, k, E", [(33, 9, 3), (4096, 8, 128), (16384, 8, 128), (1000, 2, 8), (777, 6, 300),
                                      (5000, 4, 511)])
 def test_mosaic_gpu_routing_kernel_sorts_like_xla(T, k, E):

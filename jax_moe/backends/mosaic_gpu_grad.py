@@ -27,7 +27,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
-from jax_moe.backends import mosaic_gpu
+from jax_moe.backends import mosaic_gpu, mosaic_gpu_wgmma
 from jax_moe.backends.mosaic_gpu import GemmConfig, grouped_gemm, interpret_params, tiled_swizzled
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
 from jax_moe.permutation import ALIGN_ROWS, TileLayout
@@ -234,6 +234,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                          f"cooperating consumers 64 rows and columns each)")
     n_rhs = len(rhs_list)
     m_tiles, n_tiles = M // bm, N // bn
+    partial_products = mosaic_gpu_wgmma.supports(lhs.dtype, bk)
     n_columns = n_rhs * n_tiles  # output column blocks of all rhs: rhs nj // n_tiles, block nj % n_tiles
     dtype = lhs.dtype
     lead = tiles.expert_start % ALIGN_ROWS  # rows of the previous expert before the first block's start
@@ -326,6 +327,10 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     plgpu.barrier_arrive(masked_barrier[0])
                     plgpu.barrier_wait(masked_barrier[0])
 
+            # A partial last block is multiplied apart, over its leading 16-row groups that hold
+            # the expert's rows (the wgmmas below take K in whole 64-row blocks).
+            apart = masked_last & (nb > 0) if partial_products else False
+
             def accumulate(acc_ref):
                 @pl.loop(0, nb)
                 def _(k):
@@ -333,19 +338,33 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     slot = lax.rem(step, stages)
                     plgpu.barrier_wait(full.at[(0 if coop else wg) * stages + slot])
                     pl.when(((k == 0) & masked_first) | ((k == nb - 1) & masked_last))(lambda: mask_block(slot, k))
-                    plgpu.wgmma(acc_ref, lhs_ring.at[slot, part].transpose((1, 0)), rhs_ring.at[slot])
-                    plgpu.wgmma_wait(1)
 
-                    @pl.when(k > 0)
+                    @pl.when(~(apart & (k == nb - 1)))
                     def _():
-                        plgpu.barrier_arrive(empty.at[lax.rem(step - 1, stages)])
+                        plgpu.wgmma(acc_ref, lhs_ring.at[slot, part].transpose((1, 0)), rhs_ring.at[slot])
+                        plgpu.wgmma_wait(1)
 
-                @pl.when(nb > 0)
+                        @pl.when(k > 0)
+                        def _():
+                            plgpu.barrier_arrive(empty.at[lax.rem(step - 1, stages)])
+
+                multiplied = nb - apart.astype(jnp.int32) if partial_products else nb  # blocks multiplied whole
+
+                @pl.when(multiplied > 0)
                 def _():
                     plgpu.wgmma_wait(0)
-                    plgpu.barrier_arrive(empty.at[lax.rem(first_step + nb - 1, stages)])
+                    plgpu.barrier_arrive(empty.at[lax.rem(first_step + multiplied - 1, stages)])
 
+                if partial_products:
+                    return lax.cond(apart, last_block_apart, lambda acc: acc, acc_ref[...])
                 return acc_ref[...]
+
+            def last_block_apart(acc):
+                slot = lax.rem(first_step + nb - 1, stages)
+                acc = mosaic_gpu_wgmma.add_leading_rows_product(
+                    acc, lhs_ring.at[slot, part], rhs_ring.at[slot], end - (nb - 1) * bk, interpret)
+                plgpu.barrier_arrive(empty.at[slot])
+                return acc
 
             acc = pl.run_scoped(accumulate, plgpu.ACC((part_m, bn), jnp.float32)).astype(out_dtype)
             for j, c in enumerate(range(0, bn, staged_cols)):  # rounds of staged columns through the buffers
