@@ -327,6 +327,25 @@ def test_expert_contraction_with_more_experts_than_smem_tables():
     np.testing.assert_allclose(np.asarray(out), expected_contraction(layout, lhs, rhs), rtol=1e-5, atol=1e-4)
 
 
+def test_leading_rows_product_hooks_mosaic_gpus_instruction_loop():
+    """mosaic_gpu_wgmma narrows Mosaic GPU's wgmma instruction loop through wgmma_m64's swizzle
+    argument, which there sets only the count of k-instructions per 64-row group (the descriptors
+    are built before): the hook must be where jax 0.11 has it. (Were it gone, the last blocks would
+    be multiplied whole: still exact, their extra rows are masked; the compiled product itself is
+    checked by test_gpu.py's test_compiled_contraction_multiplies_each_experts_rows_only.)"""
+    import inspect
+    import re
+    import sys
+    from jax.experimental.mosaic import gpu as mgpu
+    module = sys.modules[mgpu.wgmma.__module__]
+    issue = inspect.getsource(module.wgmma_m64)
+    assert "for i in range((swizzle // bytewidth(b_element_type)) // k_instr):" in issue
+    code = "\n".join(line.split("#")[0] for line in issue.splitlines())
+    # swizzle read by the signature, the A-in-registers shape check and the loop above only
+    assert len(re.findall(r"\bswizzle\b", code)) == 3
+    assert "wgmma_m64(" in inspect.getsource(module.wgmma) and "swizzle=swizzle" in inspect.getsource(module.wgmma)
+
+
 def test_fitted_contraction_config():
     """The contraction's blocks halve until they divide M and N; consumers sharing an item need 64
     rows and columns each, else one consumer takes it."""

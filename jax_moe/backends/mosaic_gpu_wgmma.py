@@ -9,6 +9,9 @@ The product runs as inline Mosaic GPU code (`plgpu.inline_mgpu`): Mosaic GPU's w
 block, its instruction loop (`wgmma_m64`, one k16 instruction per 32 bytes of the swizzle width)
 told a narrower width while it is emitted; one branch per count of instructions. The GPU
 interpreter runs no inline code: there the same call is a dot of the rows' first k_rows.
+That hook is a private detail of jax 0.11 (tests/test_mosaic_gpu.py checks it is where this
+module expects it); where it went missing the blocks would be multiplied whole, which is still
+exact since the rows past an expert's end are zeroed before the product.
 """
 
 from __future__ import annotations
