@@ -181,6 +181,37 @@ def test_compiled_row_gather_equals_the_gathered_copy(shape, T):
     np.testing.assert_array_equal(gathered[routed], copied[routed])
 
 
+@pytest.mark.parametrize("shape, T", [("qwen3_30b_a3b", 64), ("qwen3_30b_a3b", 4096), ("seed_nomic", 512)])
+def test_compiled_expert_up_stores_the_rows_it_gathers(shape, T):
+    """Training's expert_up (copy_rows: x's rows read by cp.async, stored from the ring slots) gives
+    x[row_token] in every row a tile owns, and bitwise the outputs of expert_up on XLA's copy."""
+    from jax_moe.backends import mosaic_gpu
+    from jax_moe.moe import describe
+    from jax_moe.permutation import align_to_tiles
+    from jax_moe.shapes import SHAPES
+    s = SHAPES[shape]
+    args, _ = make_case(T, T, s.hidden, s.intermediate, s.experts, s.top_k, moe_type=s.moe_type, dtype=jnp.bfloat16)
+    problem, weights = describe(*args, moe_type=s.moe_type, activation=s.activation)
+    x, _, _, _, w, ids = args
+    cfg = mosaic_gpu.choose_configs(problem)[0]
+
+    def both(x, weights, w, ids):
+        layout = align_to_tiles(ids, w, problem.experts, cfg.block_m, aligned_experts=True)
+        stored = mosaic_gpu.expert_up(layout, x, weights, problem, cfg, keep_preactivations=True, gather=True,
+                                      copy_rows=True)
+        xs = x[layout.row_token]
+        return stored, (*mosaic_gpu.expert_up(layout, xs, weights, problem, cfg, keep_preactivations=True), xs), layout
+
+    (hw, pre, copy), (want_hw, want_pre, xs), layout = on_gpu(both, x, weights, w, ids)
+    owned = np.zeros(xs.shape[0], bool)
+    for start, size in zip(np.asarray(layout.expert_start), np.asarray(layout.expert_size)):
+        owned[start:start + size] = True
+    np.testing.assert_array_equal(np.asarray(copy)[owned], np.asarray(xs)[owned])
+    routed = np.asarray(layout.slot_row).ravel()
+    for got, want in zip((hw, *pre), (want_hw, *want_pre)):
+        np.testing.assert_array_equal(np.asarray(got)[routed], np.asarray(want)[routed])
+
+
 @pytest.mark.parametrize("aligned", [False, True])
 def test_compiled_contraction_multiplies_each_experts_rows_only(aligned):
     """The compiled weight-gradient contraction, whose partial last row blocks are multiplied over

@@ -138,6 +138,37 @@ def test_expert_up_gathers_rows_itself(T, alternate, one_token):
     assert np.array_equal(np.asarray(gathered, np.float32)[routed], np.asarray(copied, np.float32)[routed])
 
 
+@pytest.mark.parametrize("alternate", [False, True])
+def test_expert_up_stores_the_rows_it_gathers(alternate):
+    """Training's expert_up (copy_rows) reads x's rows itself and stores them as the weight
+    gradients' operand: in every row a tile owns, the copy is x[row_token] bitwise, and the outputs
+    are those of expert_up on XLA's gathered copy (on the training layout, with gaps after each
+    expert that no tile owns). Its consumers store each tile's rows from
+    the ring slots of its n-block 0 item, in whole 8-row groups, and release a slot only once its
+    store has read it: the race detector checks that against the producer's next loads."""
+    args, kwargs = make_case(7, 40, 128, 256, 3, 2, dtype=jnp.bfloat16, biases=True)
+    problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
+    x, _, _, _, w, ids = args
+    cfg = dataclasses.replace(mosaic_gpu.choose_configs(problem)[0], alternate=alternate)
+    assert cfg.consumers == 2 and problem.intermediate // cfg.block_n == 2  # two n-blocks: one stores
+    layout = align_to_tiles(ids, w, problem.experts, cfg.block_m, aligned_experts=True)
+    params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
+    hw, pre, copy = mosaic_gpu.expert_up(layout, x, weights, problem, cfg, params, keep_preactivations=True,
+                                         gather=True, copy_rows=True)
+    assert not interpret_pallas_call.get_races().races_found
+    want_hw, want_pre = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, cfg, True,
+                                             keep_preactivations=True)
+    owned = np.zeros(copy.shape[0], bool)
+    for start, size in zip(np.asarray(layout.expert_start), np.asarray(layout.expert_size)):
+        owned[start:start + size] = True
+    assert (~owned[:np.asarray(layout.expert_start)[-1]]).any()  # gaps between experts
+    as_f32 = lambda a: np.asarray(a, np.float32)
+    np.testing.assert_array_equal(as_f32(copy)[owned], as_f32(x[layout.row_token])[owned])
+    routed = np.asarray(layout.slot_row).ravel()
+    for got, want in zip((hw, *pre), (want_hw, *want_pre)):
+        np.testing.assert_array_equal(as_f32(got)[routed], as_f32(want)[routed])
+
+
 def test_outputs_staged_in_rounds():
     """expert_down stages a consumer's 256 output columns (consumers on alternate items) one
     64-column chunk at a time (four rounds through the SMEM staging): bitwise the output of

@@ -236,7 +236,8 @@ def _store_rows(out_smem, out_ref, start, lo, size, col0, block_m: int):
 
 
 def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transpose_rhs: bool, epilogue,
-                  vectors, out_dtypes, interpret, name: str, row_sums: bool = False, lhs_rows=None):
+                  vectors, out_dtypes, interpret, name: str, row_sums: bool = False, lhs_rows=None,
+                  copy_rows: bool = False):
     """outs[valid rows of a tile, n-block] = epilogue(accs, vector tiles), accs[a] = sum over phases
     (lhs, rhs_tuple) of lhs[tile block] @ rhs_tuple[a][e].
 
@@ -256,7 +257,11 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     returns one fp32 tile of that shape per output, and with row_sums also a [block_m] vector: those
     are written to an extra f32 [num_tiles * n_blocks * parts, block_m] output at row (tile *
     n_blocks + n-block) * parts + part (every row of the tile, valid or not; parts: consumers, or 1
-    with alternate). Outputs go through SMEM staging, cfg.staging_chunks 64-column chunks at a time,
+    with alternate). With lhs_rows and copy_rows the gathered lhs is an output too, last: [rows,
+    K] in x's dtype, each tile's rows stored from the ring slots of its n-block 0 item (by its
+    first consumer part) in whole 8-row groups from the block's first row, so the tiles' rows must
+    start there (lo 0: the layouts of aligned_experts; rows no tile owns are left unwritten).
+    Outputs go through SMEM staging, cfg.staging_chunks 64-column chunks at a time,
     a buffer each or, on alternate items where that saves a ring stage, one buffer taken in turns.
 
     Warp-specialised: per CTA, a producer warpgroup streams the lhs and rhs k-blocks of the CTA's
@@ -280,6 +285,8 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     rows = phases[0][0].shape[0] if lhs_rows is None else lhs_rows.shape[0]
     if lhs_rows is not None:
         mosaic_gpu_gather.check_block(bm, bk, dtype)
+    if copy_rows and (lhs_rows is None or len(phases) != 1 or tiles.one_row_per_tile):
+        raise ValueError("copy_rows stores a gathered lhs (lhs_rows) of one phase, tiles of whole 8-row groups")
     m_tiles, n_tiles = tiles.tile_expert.shape[0], out_cols // bn
     n_acc, n_vec, n_out = len(phases[0][1]), len(vectors), len(out_dtypes)
     kinds = [kind for kind, _ in vectors]
@@ -307,6 +314,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
         operand_refs, refs = refs[:len(operands)], refs[len(operands):]
         vector_refs, refs = refs[:n_vec], refs[n_vec:]
         out_refs, refs = refs[:n_out + row_sums], refs[n_out + row_sums:]
+        copy_ref, refs = (refs[0], refs[1:]) if copy_rows else (None, refs)
         (lhs_ring, rhs_rings, full, empty, *row_barriers), (out_smems, vector_smems, vector_barriers) = refs
         wg = lax.axis_index("wg")
         if gathered:
@@ -410,6 +418,24 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 plgpu.wait_smem_to_gmem(0, wait_read_only=True)
                 fetch_vectors(sorted(borrowed))
 
+            stores_copy = (ni == 0) & (part == 0)  # this consumer stores the tile's gathered rows (copy_rows)
+
+            def copy_block(slot, k):
+                # Tile mi's rows of the slot (its first size rows, in whole 8-row groups: static pieces).
+                groups = (valid_rows(mi)[1] + ALIGN_ROWS - 1) // ALIGN_ROWS
+                for count in range(1, bm // ALIGN_ROWS + 1):
+                    @pl.when(groups == count)
+                    def _(count=count):
+                        offset, piece = 0, bm
+                        while piece >= ALIGN_ROWS:
+                            if count * ALIGN_ROWS & piece:
+                                plgpu.copy_smem_to_gmem(lhs_ring.at[slot, pl.ds(offset, piece)],
+                                                        copy_ref.at[pl.ds(start + offset, piece), pl.ds(k * bk, bk)],
+                                                        commit_group=False)
+                                offset += piece
+                            piece //= 2
+                plgpu.commit_smem_to_gmem_group()
+
             def accumulate(*acc_refs):
                 for phase_first, k_steps, _, _ in phase_steps():
                     @pl.loop(0, k_steps)
@@ -425,13 +451,19 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                             plgpu.wgmma(acc_ref, lhs_ring.at[slot], rhs)
                         if borrowed and phase_first == 0:
                             pl.when(k == 0)(fetch_borrowed)
+                        if copy_rows:
+                            pl.when(stores_copy)(lambda: copy_block(slot, k))
                         plgpu.wgmma_wait(n_acc)  # this step's MMAs stay in flight; the previous step's are done
 
                         @pl.when(phase_first + k > 0)
                         def _():
+                            if copy_rows:  # the previous step's rows stored from the slot
+                                pl.when(stores_copy)(lambda: plgpu.wait_smem_to_gmem(1, wait_read_only=True))
                             plgpu.barrier_arrive(empty.at[lax.rem(step - 1, stages)])
 
                 plgpu.wgmma_wait(0)
+                if copy_rows:
+                    pl.when(stores_copy)(lambda: plgpu.wait_smem_to_gmem(0, wait_read_only=True))
                 plgpu.barrier_arrive(empty.at[lax.rem(first_step + steps_per_item - 1, stages)])
                 return tuple(a[...] for a in acc_refs)
 
@@ -489,6 +521,8 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     row_sum_staging = [plgpu.SMEM((consumers, bm), jnp.float32)] if row_sums else []
     if row_sums:
         out_types.append(jax.ShapeDtypeStruct((m_tiles * n_tiles * parts, bm), jnp.float32))
+    if copy_rows:
+        out_types.append(jax.ShapeDtypeStruct((rows, phases[0][0].shape[1]), dtype))
     others = vector_smems + row_sum_staging  # SMEM beside the ring and the outputs' staging
     stage_bytes = (bm * bk + n_acc * bn * bk) * jnp.dtype(dtype).itemsize
     separate = [out_staging(d) for d in out_dtypes]
@@ -531,14 +565,16 @@ def row_weights(tiles: TileLayout):
 
 
 def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False,
-              keep_preactivations: bool = False, gather: bool = False):
+              keep_preactivations: bool = False, gather: bool = False, copy_rows: bool = False):
     """hw [rows, I] = w * act(xs Wg[e] + bg[e]) * (xs Wu[e] + bu[e])   (nomic: w * act(xs W1[e] +
     b1[e])), w the row's routing weight: the routing weight is applied here rather than to
     expert_down's output, so that the backward can keep hw for the down weights' gradient
     (down_backward then writes no copy of it).
 
     gather: xs is x [T, H] itself, and the kernel reads row r's x[tiles.row_token[r]] (no
-    gathered copy).
+    gathered copy). copy_rows (with gather and keep_preactivations, on tiles whose rows start on
+    the 8-row grid: aligned_experts) also returns that copy, x[row_token] [rows, H] in the tiles'
+    rows, stored from the rows the kernel reads anyway (the weight gradients' operand), third.
 
     keep_preactivations: also return the pre-activations the backward needs, (g, u) for qwen3
     (g = xs Wg[e] + bg[e], u = xs Wu[e] + bu[e]) or (g,) for nomic, each [rows, I] in xs's dtype.
@@ -563,8 +599,11 @@ def expert_up(tiles: TileLayout, xs, weights: ExpertWeights, problem: MoEProblem
     n_out = 1 + (len(rhs) if keep_preactivations else 0)
     outs = grouped_gemm(tiles, [(xs, rhs)], problem.intermediate, cfg, transpose_rhs=False, epilogue=epilogue,
                          vectors=vectors, out_dtypes=[xs.dtype] * n_out, interpret=interpret, name="jax_moe_expert_up",
-                         lhs_rows=tiles.row_token if gather else None)
-    return (outs[0], tuple(outs[1:])) if keep_preactivations else outs[0]
+                         lhs_rows=tiles.row_token if gather else None, copy_rows=copy_rows)
+    hw, *preactivations = outs[:n_out]
+    if not keep_preactivations:
+        return hw
+    return (hw, tuple(preactivations)) + ((outs[n_out],) if copy_rows else ())
 
 
 def expert_down(tiles: TileLayout, hw, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
@@ -598,7 +637,7 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
             configs: tuple[GemmConfig, GemmConfig] | None = None, keep_residuals: bool = False,
             for_gradients: bool = False):
     """(out [T, H], the TileLayout, residuals) for half x [T, H]; residuals: with keep_residuals,
-    (hw, pre-activations) of expert_up (the backward's), else None.
+    training_up's (hw, pre-activations, xs) (the backward's), else None.
 
     configs overrides choose_configs (expert_up, expert_down; same block_m). One token takes
     rows_as_tiles (no sort) unless for_gradients (the weight gradients need rows grouped by
@@ -607,9 +646,9 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     block). With no tokens the layout is None (no kernel runs).
 
     expert_up reads x's rows itself (no gathered copy: Qwen3-30B-A3B T=4096 on an H100, 780 -> 722
-    us) except for decode batches (DECODE_ROWS) and where the weight gradients need the gathered
-    rows anyway (keep_residuals: reading x's rows in the weight-gradient contraction too was
-    slower than the copy, benchmarks/NOTES.md session 16)."""
+    us) except for decode batches (DECODE_ROWS); where the weight gradients need the gathered rows
+    (keep_residuals: reading x's rows in the weight-gradient contraction itself was slower than
+    the copy, benchmarks/NOTES.md session 16) it stores them as it reads them (training_up)."""
     T, H = x.shape
     if T == 0:
         return jnp.zeros_like(x), None, None
@@ -621,15 +660,27 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
                                 sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
-    gather = T * problem.top_k > DECODE_ROWS and not keep_residuals
-    xs = x if gather else gather_rows(x, layout.row_token)
     if keep_residuals:
-        residuals = expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
+        residuals = training_up(layout, x, weights, problem, up_cfg, interpret)
         hw = residuals[0]
     else:
+        gather = T * problem.top_k > DECODE_ROWS
+        xs = x if gather else gather_rows(x, layout.row_token)
         hw, residuals = expert_up(layout, xs, weights, problem, up_cfg, interpret, gather=gather), None
     y = expert_down(layout, hw, weights, problem, down_cfg, interpret)
     return combine_slots(layout, y, problem.top_k, x.dtype), layout, residuals
+
+
+def training_up(layout: TileLayout, x, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig, interpret=False):
+    """expert_up for the backward on the training layout: (hw, pre-activations, xs), xs = x's rows in
+    the layout's order [rows, H] (the weight gradients' operand) stored by expert_up from the rows
+    it reads itself, or gathered by XLA for decode batches (DECODE_ROWS), where expert_up reads a
+    gathered copy anyway."""
+    if x.shape[0] * problem.top_k > DECODE_ROWS:
+        return expert_up(layout, x, weights, problem, cfg, interpret, keep_preactivations=True, gather=True,
+                         copy_rows=True)
+    xs = gather_rows(x, layout.row_token)
+    return expert_up(layout, xs, weights, problem, cfg, interpret, keep_preactivations=True) + (xs,)
 
 
 def sort_rows(topk_ids, problem: MoEProblem, interpret=False):

@@ -171,6 +171,7 @@ def wait_rows(bars, step, owner, stages: int, interpret) -> None:
     slot = lax.rem(step, stages)
     if interpret:
         plgpu.barrier_wait(bars.at[owner * stages + slot])
+        plgpu.commit_smem()  # the compiled fence below: the rows' generic writes before async-proxy reads
         return
 
     @plgpu.inline_mgpu(arg_types=(plgpu.RefType(), SCALAR, SCALAR))

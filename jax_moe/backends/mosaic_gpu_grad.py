@@ -68,13 +68,6 @@ KERNEL_ACTIVATION_GRADS = {
 CONTRACTION_RESERVE = 1024
 
 
-# From this size of a gathered copy (bytes) the backward gathers dy's rows in a kernel of its own:
-# XLA otherwise runs the x and dy gathers (independent of each other) as one kernel, which is
-# slower than the two (H100, 33792 rows of 2048 bf16: 155.9 us against 2 x 69.5; 1088 rows of 768:
-# 2.0 against 2 x 1.7, hence a threshold; benchmarks/results/session16-h100).
-SEPARATE_GATHER_BYTES = 16 * 2**20
-
-
 @dataclasses.dataclass(frozen=True)
 class ContractionConfig:
     """Tiling of expert_contraction: out[e] blocks of block_m x block_n, block_k rows per step."""
@@ -420,8 +413,9 @@ def _expert_row_sums(tiles: TileLayout, values):
 
 def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem):
     """fused_moe's forward for differentiation: (out, residuals). Residuals: the TileLayout and,
-    unless problem.recompute, expert_up's (hw, pre-activations): hw = w * h [T*k (+slack), I] and
-    (g, u) (nomic: (g,)), each in x's dtype."""
+    unless problem.recompute, mosaic_gpu.training_up's (hw, pre-activations, xs): hw = w * h [T*k
+    (+slack), I], (g, u) (nomic: (g,)) and x's rows in the layout's order [T*k (+slack), H], each
+    in x's dtype."""
     out, layout, kept = mosaic_gpu.forward(x, weights, topk_weights, topk_ids, problem, problem.interpret,
                                            keep_residuals=not problem.recompute, for_gradients=True)
     return out, (layout, kept)
@@ -437,15 +431,10 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
     up_cfg, _ = mosaic_gpu.choose_configs(problem)
     cfgs = choose_backward_configs(problem, up_cfg.block_m)
     gated = problem.moe_type == "qwen3"
-    xs = mosaic_gpu.gather_rows(x, layout.row_token)
     if kept is None:
-        kept = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, interpret, keep_preactivations=True)
-    hw, preactivations = kept
-    dy = dout.astype(x.dtype)
-    if layout.row_token.shape[0] * x.shape[1] * x.dtype.itemsize >= SEPARATE_GATHER_BYTES:
-        # After expert_up's pre-activations exist, so that XLA cannot merge it with xs's gather.
-        dy, _ = lax.optimization_barrier((dy, preactivations))
-    dys = mosaic_gpu.gather_rows(dy, layout.row_token)
+        kept = mosaic_gpu.training_up(layout, x, weights, problem, up_cfg, interpret)
+    hw, preactivations, xs = kept
+    dys = mosaic_gpu.gather_rows(dout.astype(x.dtype), layout.row_token)
     dpre, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
     dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
     dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
