@@ -154,20 +154,26 @@ def test_mosaic_gpu_on_benchmark_shapes(shape, T, dtype):
     np.testing.assert_array_equal(out, on_gpu_mosaic(args, s.moe_type, s.activation))
 
 
+def expert_up_case(shape, T):
+    """(problem, weights, x, topk_weights, topk_ids, expert_up's config) of a benchmark shape, bf16."""
+    from jax_moe.backends import mosaic_gpu
+    from jax_moe.moe import describe
+    from jax_moe.shapes import SHAPES
+    s = SHAPES[shape]
+    args, _ = make_case(T, T, s.hidden, s.intermediate, s.experts, s.top_k, moe_type=s.moe_type, dtype=jnp.bfloat16)
+    problem, weights = describe(*args, moe_type=s.moe_type, activation=s.activation)
+    x, _, _, _, w, ids = args
+    return problem, weights, x, w, ids, mosaic_gpu.choose_configs(problem)[0]
+
+
 @pytest.mark.parametrize("shape, T", [("qwen3_30b_a3b", 1), ("qwen3_30b_a3b", 64), ("qwen3_30b_a3b", 4096),
                                       ("seed_nomic", 512), ("mixtral_8x7b", 64)])
 def test_compiled_row_gather_equals_the_gathered_copy(shape, T):
     """expert_up reading x's rows itself (cp.async gathers of the producer warpgroup) is bitwise
     expert_up on x[row_token], in every row the kernels write: decode, split and alternate items."""
     from jax_moe.backends import mosaic_gpu
-    from jax_moe.moe import describe
     from jax_moe.permutation import align_to_tiles, rows_as_tiles
-    from jax_moe.shapes import SHAPES
-    s = SHAPES[shape]
-    args, _ = make_case(T, T, s.hidden, s.intermediate, s.experts, s.top_k, moe_type=s.moe_type, dtype=jnp.bfloat16)
-    problem, weights = describe(*args, moe_type=s.moe_type, activation=s.activation)
-    x, _, _, _, w, ids = args
-    cfg = mosaic_gpu.choose_configs(problem)[0]
+    problem, weights, x, w, ids, cfg = expert_up_case(shape, T)
 
     def both(x, weights, w, ids):
         layout = (rows_as_tiles if T == 1 else align_to_tiles)(ids, w, problem.experts, cfg.block_m)
@@ -186,14 +192,8 @@ def test_compiled_expert_up_stores_the_rows_it_gathers(shape, T):
     """Training's expert_up (copy_rows: x's rows read by cp.async, stored from the ring slots) gives
     x[row_token] in every row a tile owns, and bitwise the outputs of expert_up on XLA's copy."""
     from jax_moe.backends import mosaic_gpu
-    from jax_moe.moe import describe
     from jax_moe.permutation import align_to_tiles
-    from jax_moe.shapes import SHAPES
-    s = SHAPES[shape]
-    args, _ = make_case(T, T, s.hidden, s.intermediate, s.experts, s.top_k, moe_type=s.moe_type, dtype=jnp.bfloat16)
-    problem, weights = describe(*args, moe_type=s.moe_type, activation=s.activation)
-    x, _, _, _, w, ids = args
-    cfg = mosaic_gpu.choose_configs(problem)[0]
+    problem, weights, x, w, ids, cfg = expert_up_case(shape, T)
 
     def both(x, weights, w, ids):
         layout = align_to_tiles(ids, w, problem.experts, cfg.block_m, aligned_experts=True)
