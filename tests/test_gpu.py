@@ -193,6 +193,7 @@ def test_compiled_expert_up_stores_the_rows_it_gathers(shape, T):
     x[row_token] in every row a tile owns, and bitwise the outputs of expert_up on XLA's copy."""
     from jax_moe.backends import mosaic_gpu
     from jax_moe.permutation import align_to_tiles
+    from test_mosaic_gpu import owned_rows
     problem, weights, x, w, ids, cfg = expert_up_case(shape, T)
 
     def both(x, weights, w, ids):
@@ -203,9 +204,7 @@ def test_compiled_expert_up_stores_the_rows_it_gathers(shape, T):
         return stored, (*mosaic_gpu.expert_up(layout, xs, weights, problem, cfg, keep_preactivations=True), xs), layout
 
     (hw, pre, copy), (want_hw, want_pre, xs), layout = on_gpu(both, x, weights, w, ids)
-    owned = np.zeros(xs.shape[0], bool)
-    for start, size in zip(np.asarray(layout.expert_start), np.asarray(layout.expert_size)):
-        owned[start:start + size] = True
+    owned = owned_rows(layout, xs.shape[0])
     np.testing.assert_array_equal(np.asarray(copy)[owned], np.asarray(xs)[owned])
     routed = np.asarray(layout.slot_row).ravel()
     for got, want in zip((hw, *pre), (want_hw, *want_pre)):
@@ -220,15 +219,13 @@ def test_compiled_contraction_multiplies_each_experts_rows_only(aligned):
     one consumer and two sharing each item."""
     from jax_moe.backends import mosaic_gpu_grad
     from jax_moe.permutation import align_to_tiles, row_count
-    from test_mosaic_gpu import expected_contraction
+    from test_mosaic_gpu import expected_contraction, owned_rows
     sizes = [1, 15, 16, 17, 31, 32, 33, 47, 48, 49, 63, 64, 65, 0, 130, 200]
     E, M, N = len(sizes), 128, 256
     ids = jnp.asarray(np.repeat(np.arange(E), sizes)[np.random.default_rng(0).permutation(sum(sizes))], jnp.int32)[:, None]
     layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64, aligned_experts=aligned)
     rows = row_count(ids.shape[0], 1, 64, aligned_experts=E if aligned else 0)
-    owned = np.zeros(rows, bool)
-    for start, size in zip(np.asarray(layout.expert_start), np.asarray(layout.expert_size)):
-        owned[start:start + size] = True
+    owned = owned_rows(layout, rows)
     assert (np.asarray(layout.expert_size) == sizes).all()
     rng = np.random.default_rng(1)
     lhs = jnp.where(owned[:, None], jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16), jnp.nan)

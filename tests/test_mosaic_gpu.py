@@ -158,9 +158,7 @@ def test_expert_up_stores_the_rows_it_gathers(alternate):
     assert not interpret_pallas_call.get_races().races_found
     want_hw, want_pre = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, cfg, True,
                                              keep_preactivations=True)
-    owned = np.zeros(copy.shape[0], bool)
-    for start, size in zip(np.asarray(layout.expert_start), np.asarray(layout.expert_size)):
-        owned[start:start + size] = True
+    owned = owned_rows(layout, copy.shape[0])
     assert (~owned[:np.asarray(layout.expert_start)[-1]]).any()  # gaps between experts
     as_f32 = lambda a: np.asarray(a, np.float32)
     np.testing.assert_array_equal(as_f32(copy)[owned], as_f32(x[layout.row_token])[owned])
@@ -296,6 +294,14 @@ def test_tile_operands_in_the_output_staging():
         np.testing.assert_array_equal(a, b)
 
 
+def owned_rows(layout, rows: int):
+    """bool [rows]: the rows some expert owns ([expert_start, + expert_size) of each)."""
+    owned = np.zeros(rows, bool)
+    for start, size in zip(np.asarray(layout.expert_start), np.asarray(layout.expert_size)):
+        owned[start:start + size] = True
+    return owned
+
+
 def expected_contraction(layout, lhs, rhs):
     """numpy: each expert's rows of lhs, transposed, times its rows of rhs [E, M, N], in fp32."""
     a, b = np.asarray(lhs, np.float32), np.asarray(rhs, np.float32)
@@ -327,9 +333,7 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
     rows = row_count(T, k, 64, aligned_experts=E if aligned else 0)
     start, size = np.asarray(layout.expert_start), np.asarray(layout.expert_size)
     assert size[2] >= T and (size[5:] == 0).all()  # expert 2: 3+ row blocks of 16, 2+ of 32
-    owned = np.zeros(rows, bool)
-    for s, n in zip(start, size):
-        owned[s:s + n] = True
+    owned = owned_rows(layout, rows)
     assert (~owned[:start[4]]).any() == aligned  # gaps between experts
     unowned = jnp.asarray(~owned)[:, None]
     lhs = jnp.where(unowned, jnp.nan, jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16))

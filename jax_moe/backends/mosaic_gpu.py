@@ -418,7 +418,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 plgpu.wait_smem_to_gmem(0, wait_read_only=True)
                 fetch_vectors(sorted(borrowed))
 
-            stores_copy = (ni == 0) & (part == 0)  # this consumer stores the tile's gathered rows (copy_rows)
+            stores_copy = (ni == 0) & (part == 0) if copy_rows else None  # this consumer stores the tile's rows
 
             def copy_block(slot, k):
                 # Tile mi's rows of the slot (its first size rows, in whole 8-row groups: static pieces).

@@ -199,8 +199,9 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     anything, NaN included) hold rows of others: those are masked to zero in SMEM, the other
     blocks are not touched. With 16-bit operands in 64-row blocks a partial last block is
     multiplied over its leading 16-row groups that hold the expert's rows only (mosaic_gpu_wgmma:
-    at Qwen3-30B-A3B T=4096, 9.6 % of the rows multiplied are past the experts' ends otherwise). The arrays need block_k - 1 rows of slack past the routed rows (the
-    TileLayout's row_count gives block_m). Experts without rows get zeros.
+    at Qwen3-30B-A3B T=4096, 9.6 % of the rows multiplied are past the experts' ends otherwise).
+    The arrays need block_k - 1 rows of slack past the routed rows (the TileLayout's row_count
+    gives block_m). Experts without rows get zeros.
 
     An item is one block_m x block_n output tile of one rhs (one accumulator: the wgmmas read
     3 KiB of SMEM per 64 x 128 x 16 product, where two 128 x 64 accumulators sharing the lhs
