@@ -197,11 +197,12 @@ def ring_stages(cfg, stage_bytes: int, other_smem, reserve: int = SMEM_RESERVE) 
     return stages
 
 
-def warpgroup_roles(wg, consumers: int, stages: int, empty, walk, produce, consume):
+def warpgroup_roles(wg, consumers: int, stages: int, empty, walk, produce, consume, walk_consumers=None):
     """The roles of a producer/consumer kernel's warpgroups: warpgroup `consumers` runs
     walk(produce) with few registers, then awaits the consumers' releases of the last `stages`
-    ring steps (every barrier phase is observed); the others run walk(consume), then let their
-    last stores finish reading the SMEM. walk(fn) returns the ring steps it walked."""
+    ring steps (every barrier phase is observed); the others run walk_consumers(consume) (default
+    walk), then let their last stores finish reading the SMEM. walk(fn) returns the ring steps it
+    walked."""
     @pl.when(wg == consumers)
     def _producer():
         plgpu.set_max_registers(PRODUCER_REGISTERS, action="decrease")
@@ -214,7 +215,7 @@ def warpgroup_roles(wg, consumers: int, stages: int, empty, walk, produce, consu
     @pl.when(wg < consumers)
     def _consumers():
         plgpu.set_max_registers(consumer_registers(consumers), action="increase")
-        walk(consume)
+        (walk_consumers or walk)(consume)
         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
 
 

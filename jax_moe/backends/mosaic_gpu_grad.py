@@ -257,23 +257,23 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
             tables_ref = tables_smem
         start_ref, size_ref, blocks_ref = tables_ref.at[0], tables_ref.at[1], tables_ref.at[2]
 
-        def walk(item):
-            """item(e, mi, a, ni, row blocks, first ring step, CTA-local item number) over this CTA's
-            items, in every warpgroup; returns the ring steps of all of them."""
+        def walk(item, state=()):
+            """state = item(e, mi, a, ni, row blocks, first ring step, CTA-local item number, state)
+            over this CTA's items, in every warpgroup; returns (the ring steps of all of them, state)."""
             per_expert = m_tiles * n_columns  # items of one expert
-            @plgpu.nd_loop((E * per_expert,), collective_axes="sm", init_carry=(jnp.int32(0), jnp.int32(0)))
+            @plgpu.nd_loop((E * per_expert,), collective_axes="sm", init_carry=(jnp.int32(0), jnp.int32(0), state))
             def walked(loop_info, carry):
-                steps, local = carry
+                steps, local, state = carry
                 index = loop_info.index[0]
                 e = index // per_expert
                 mi, nj = plgpu.planar_snake(index % per_expert, (m_tiles, n_columns), 1, 8)
                 nb = blocks_ref[e]
-                item(e, mi, nj // n_tiles, lax.rem(nj, n_tiles), nb, steps, local)
-                return steps + nb, local + 1
+                state = item(e, mi, nj // n_tiles, lax.rem(nj, n_tiles), nb, steps, local, state)
+                return steps + nb, local + 1, state
 
-            return walked[0]
+            return walked[0], walked[2]
 
-        def produce(e, mi, a, ni, nb, first_step, local):
+        def produce(e, mi, a, ni, nb, first_step, local, state):
             first_row = pl.multiple_of(start_ref[e] // ALIGN_ROWS * ALIGN_ROWS, ALIGN_ROWS)
             owner = 0 if coop else lax.rem(local, consumers)  # the consumer whose full barriers signal the loads
 
@@ -293,18 +293,44 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                                             loaded)
                 for_rhs(a, lambda i: plgpu.copy_gmem_to_smem(rhs_refs[i].at[row, pl.ds(ni * bn, bn)],
                                                              rhs_ring.at[slot], loaded))
+            return state
 
-        def consume(e, mi, a, ni, nb, first_step, local):
+        # A consumer's finished item waits in registers, as (stored?, e, mi, a, ni, its tile in
+        # out_dtype), until its next item's first MMAs are issued: the stores and their waits for
+        # the staging then overlap the tensor cores' work instead of holding them idle.
+
+        def store_pending(pending):
+            stored, e, mi, a, ni, tile = pending
+
+            @pl.when(stored)
+            def _():
+                for j, c in enumerate(range(0, bn, staged_cols)):  # rounds of staged columns through the buffers
+                    buffer = out_smem.at[wg, j % buffers]
+                    plgpu.wait_smem_to_gmem(buffers - 1, wait_read_only=True)  # the buffer's last store has read it
+                    buffer[...] = tile[:, c:c + staged_cols]
+                    plgpu.commit_smem()
+                    for_rhs(a, lambda i, c=c, buffer=buffer: plgpu.copy_smem_to_gmem(
+                        buffer, out_refs[i].at[e, pl.ds(mi * bm + part * part_m, part_m), pl.ds(ni * bn + c, staged_cols)]))
+
+        part = wg if coop else 0  # this consumer's rows of an item
+
+        def consume(e, mi, a, ni, nb, first_step, local, pending):
             if coop:
-                consume_item(e, mi, a, ni, nb, first_step)
-            else:
-                pl.when(lax.rem(local, consumers) == wg)(lambda: consume_item(e, mi, a, ni, nb, first_step))
+                return consume_item(e, mi, a, ni, nb, first_step, pending)
+            return lax.cond(lax.rem(local, consumers) == wg,
+                            lambda p: consume_item(e, mi, a, ni, nb, first_step, p), lambda p: p, pending)
 
-        def consume_item(e, mi, a, ni, nb, first_step):
+        def walk_consuming(consume):  # every item, then the last one's stores
+            no_pending = (jnp.bool_(False), *[jnp.int32(0)] * 4,
+                          plgpu.layout_cast(jnp.zeros((part_m, bn), out_dtype), plgpu.Layout.WGMMA))
+            steps, pending = walk(consume, no_pending)
+            store_pending(pending)
+            return steps
+
+        def consume_item(e, mi, a, ni, nb, first_step, pending):
             lead = lax.rem(start_ref[e], ALIGN_ROWS)
             end = lead + size_ref[e]  # the expert's rows are [lead, end) of its row blocks
             masked_first, masked_last = lead != 0, lax.rem(end, bk) != 0
-            part = wg if coop else 0  # this consumer's rows of the item
 
             def mask(smem, k):  # zero the rows of other experts (or of nobody)
                 row = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, smem.shape, 0),
@@ -328,8 +354,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
             apart = (masked_last & (nb > 0)) if partial_products else jnp.bool_(False)
 
             def accumulate(acc_ref):
-                @pl.loop(0, nb)
-                def _(k):
+                def step_k(k, store_previous=False):
                     step = first_step + k
                     slot = lax.rem(step, stages)
                     plgpu.barrier_wait(full.at[(0 if coop else wg) * stages + slot])
@@ -338,11 +363,18 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     @pl.when(~(apart & (k == nb - 1)))
                     def _():
                         plgpu.wgmma(acc_ref, lhs_ring.at[slot, part].transpose((1, 0)), rhs_ring.at[slot])
+                        if store_previous:  # while this block's MMAs run
+                            store_pending(pending)
                         plgpu.wgmma_wait(1)
 
                         @pl.when(k > 0)
                         def _():
                             plgpu.barrier_arrive(empty.at[lax.rem(step - 1, stages)])
+
+                # The first block apart, so that the previous item's tile is dead past it (registers).
+                pl.when(nb > 0)(lambda: step_k(jnp.int32(0), store_previous=True))
+                pl.when((nb == 0) | (apart & (nb == 1)))(lambda: store_pending(pending))
+                pl.loop(1, nb)(step_k)
 
                 multiplied = nb - apart.astype(jnp.int32)  # blocks multiplied whole
 
@@ -363,15 +395,10 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                 return acc
 
             acc = pl.run_scoped(accumulate, plgpu.ACC((part_m, bn), jnp.float32)).astype(out_dtype)
-            for j, c in enumerate(range(0, bn, staged_cols)):  # rounds of staged columns through the buffers
-                buffer = out_smem.at[wg, j % buffers]
-                plgpu.wait_smem_to_gmem(buffers - 1, wait_read_only=True)  # the buffer's last store has read it
-                buffer[...] = acc[:, c:c + staged_cols]
-                plgpu.commit_smem()
-                for_rhs(a, lambda i, c=c, buffer=buffer: plgpu.copy_smem_to_gmem(
-                    buffer, out_refs[i].at[e, pl.ds(mi * bm + part * part_m, part_m), pl.ds(ni * bn + c, staged_cols)]))
+            return jnp.bool_(True), e, mi, a, ni, acc
 
-        mosaic_gpu.warpgroup_roles(wg, consumers, stages, empty, walk, produce, consume)
+        mosaic_gpu.warpgroup_roles(wg, consumers, stages, empty, lambda item: walk(item)[0], produce, consume,
+                                   walk_consumers=walk_consuming)
 
     staging = plgpu.SMEM((consumers, buffers, part_m, staged_cols), out_dtype,
                          transforms=tiled_swizzled((part_m, staged_cols), out_dtype))
