@@ -212,7 +212,9 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     that it waits on every phase of the barriers it waits on (the phase parity is tracked per
     thread); or, cfg.cooperative, share every item, each computing its block_m / consumers rows
     (one set of full barriers; a slot is free once all have released it; a boundary block is
-    masked by all, each its lhs part and a share of the rhs columns, then they sync).
+    masked by all, each its lhs part and a share of the rhs columns, then they sync). A consumer
+    stores an item's tile once its next item's first MMAs are issued (H200, Qwen3-30B-A3B T=4096:
+    the jax.grad step's contraction 657-660 -> 638-639 us).
     """
     M, N = lhs.shape[1], rhs_list[0].shape[1]
     E = tiles.expert_start.shape[0]
@@ -295,11 +297,10 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                                                              rhs_ring.at[slot], loaded))
             return state
 
-        # A consumer's finished item waits in registers, as (stored?, e, mi, a, ni, its tile in
-        # out_dtype), until its next item's first MMAs are issued: the stores and their waits for
-        # the staging then overlap the tensor cores' work instead of holding them idle.
-
         def store_pending(pending):
+            """Stores a consumer's finished item, (stored?, e, mi, a, ni, its tile in out_dtype),
+            kept in registers until the consumer's next item's first MMAs are issued (or its walk
+            ends): the stores and their waits for the staging overlap the tensor cores' work."""
             stored, e, mi, a, ni, tile = pending
 
             @pl.when(stored)
