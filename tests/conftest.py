@@ -2,7 +2,14 @@
 
 import os
 
-import jax
+# GPU interpret mode runs a kernel's warpgroups as concurrent CPU computations that block on
+# simulated barriers until the others arrive. With XLA's one host device, a 2-core machine (CI's)
+# ran out of the CPU client's execution threads in the backward's weight-gradient kernel (two
+# consumers and a producer): a deadlock (session 21). With eight host devices it does not.
+os.environ["XLA_FLAGS"] = " ".join(filter(None, [os.environ.get("XLA_FLAGS"),
+                                                 "--xla_force_host_platform_device_count=8"]))
+
+import jax  # noqa: E402  (after XLA_FLAGS)
 import pytest
 from hypothesis import HealthCheck, settings
 
