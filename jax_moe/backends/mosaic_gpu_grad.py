@@ -355,7 +355,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
             apart = (masked_last & (nb > 0)) if partial_products else jnp.bool_(False)
 
             def accumulate(acc_ref):
-                def step_k(k, store_previous=False):
+                def step_k(k):
                     step = first_step + k
                     slot = lax.rem(step, stages)
                     plgpu.barrier_wait(full.at[(0 if coop else wg) * stages + slot])
@@ -364,17 +364,16 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                     @pl.when(~(apart & (k == nb - 1)))
                     def _():
                         plgpu.wgmma(acc_ref, lhs_ring.at[slot, part].transpose((1, 0)), rhs_ring.at[slot])
-                        if store_previous:  # while this block's MMAs run
-                            store_pending(pending)
                         plgpu.wgmma_wait(1)
 
                         @pl.when(k > 0)
                         def _():
                             plgpu.barrier_arrive(empty.at[lax.rem(step - 1, stages)])
 
-                # The first block apart, so that the previous item's tile is dead past it (registers).
-                pl.when(nb > 0)(lambda: step_k(jnp.int32(0), store_previous=True))
-                pl.when((nb == 0) | (apart & (nb == 1)))(lambda: store_pending(pending))
+                # The first block's MMAs issued, the previous item's tile is stored while they run;
+                # the loop takes the other blocks, without that tile live in registers.
+                pl.when(nb > 0)(lambda: step_k(jnp.int32(0)))
+                store_pending(pending)
                 pl.loop(1, nb)(step_k)
 
                 multiplied = nb - apart.astype(jnp.int32)  # blocks multiplied whole
