@@ -1,0 +1,51 @@
+"""Session 23 (CPU only): can a grouped GEMM multiply a partial tile's r valid rows with N = r instead
+of M = 64 ("swap AB": out^T [C, r] = W^T [C, K] @ x^T [K, r], the rows as the wgmma's N)?
+
+One wgmma of acc (64, R) f32, A = a [K, 64] weight block transposed, B = the first R rows of a
+[64, K] row block (a ring slot) transposed, for R = 8, 16, 32, 48: lowered for CUDA (layout
+inference, descriptors) and run in the GPU interpreter against numpy. Run from the repository
+root: PYTHONPATH=. python benchmarks/results/session23/probe_swap_ab.py
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import mosaic_gpu as plgpu
+
+from jax_moe.backends.mosaic_gpu import interpret_params, tiled_swizzled
+
+K, C = 64, 64  # the k-block, and the weight columns of one wgmma (its M)
+
+
+def swapped_product(rows: int, interpret: bool):
+    def body(w_ref, x_ref, out_ref, w_smem, x_smem, loaded):
+        plgpu.copy_gmem_to_smem(w_ref, w_smem, loaded.at[0])
+        plgpu.copy_gmem_to_smem(x_ref, x_smem.at[pl.ds(0, rows)], loaded.at[0])
+        plgpu.barrier_wait(loaded.at[0])
+
+        def multiply(acc):
+            plgpu.wgmma(acc, w_smem.transpose((1, 0)), x_smem.at[pl.ds(0, rows)].transpose((1, 0)))
+            return acc[...]
+
+        out_ref[...] = pl.run_scoped(multiply, plgpu.ACC((C, rows), jnp.float32))
+
+    return plgpu.kernel(
+        body, out_type=jax.ShapeDtypeStruct((C, rows), jnp.float32),
+        scratch_types=[plgpu.SMEM((K, C), jnp.bfloat16, transforms=tiled_swizzled((K, C), jnp.bfloat16)),
+                       plgpu.SMEM((64, K), jnp.bfloat16, transforms=tiled_swizzled((64, K), jnp.bfloat16)),
+                       plgpu.Barrier(num_arrivals=2, num_barriers=1)],
+        grid=(1,), grid_names=("sm",), num_threads=1, thread_name="wg", interpret=interpret_params(interpret))
+
+
+if __name__ == "__main__":
+    rng = np.random.default_rng(0)
+    for rows in (8, 16, 32, 48):
+        w = jnp.asarray(rng.normal(size=(K, C)), jnp.bfloat16)
+        x = jnp.asarray(rng.normal(size=(rows, K)), jnp.bfloat16)
+        lowered = jax.jit(swapped_product(rows, False)).trace(w, x).lower(lowering_platforms=("cuda",))
+        assert "mosaic_gpu" in lowered.as_text()
+        got = np.asarray(swapped_product(rows, True)(w, x))
+        want = (np.asarray(x, np.float32) @ np.asarray(w, np.float32)).T
+        print(f"rows {rows}: lowered for CUDA; interpret max |error| {np.abs(got - want).max():.1e}")
+        assert np.allclose(got, want, atol=1e-4)
