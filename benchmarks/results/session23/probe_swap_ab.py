@@ -6,7 +6,9 @@ One wgmma of acc (64, R) f32, A = a [K, 64] weight block transposed, B = the fir
 bf16, stored through a transposed view of an [R, 64] staging buffer with grouped_gemm's row-granular
 output tiling, then to global memory: lowered for CUDA (layout inference, descriptors) and run in
 the GPU interpreter against numpy. (A transpose of the registers, `v.T`, does not lower: Pallas
-has no transpose rule in Warpgroup semantics.) Run from the repository root:
+has no transpose rule in Warpgroup semantics.) Then what down_backward would need: its g, u tile
+operands read transposed, a [R, 64] tile loaded through a transposed view (the ring's and the
+staging's SMEM tilings) and summed along axis 0 (the row sums). Run from the repository root:
 PYTHONPATH=. python benchmarks/results/session23/probe_swap_ab.py
 """
 
@@ -48,6 +50,19 @@ def swapped_product(rows: int, interpret: bool):
         grid=(1,), grid_names=("sm",), num_threads=1, thread_name="wg", interpret=interpret_params(interpret))
 
 
+def transposed_tile_row_sums(rows: int, interpret: bool, tiling):
+    def body(tile_ref, out_ref, tile_smem, loaded):
+        plgpu.copy_gmem_to_smem(tile_ref, tile_smem.at[pl.ds(0, rows)], loaded.at[0])
+        plgpu.barrier_wait(loaded.at[0])
+        transposed = plgpu.load(tile_smem.at[pl.ds(0, rows)].transpose((1, 0)), layout=plgpu.Layout.WGMMA)
+        out_ref[...] = jnp.sum(transposed.astype(jnp.float32), axis=0)  # [rows]
+
+    return plgpu.kernel(
+        body, out_type=jax.ShapeDtypeStruct((rows,), jnp.float32),
+        scratch_types=[plgpu.SMEM((64, C), jnp.bfloat16, transforms=tiling), plgpu.Barrier(num_arrivals=1, num_barriers=1)],
+        grid=(1,), grid_names=("sm",), num_threads=1, thread_name="wg", interpret=interpret_params(interpret))
+
+
 if __name__ == "__main__":
     rng = np.random.default_rng(0)
     for rows in (8, 16, 32, 48):
@@ -60,3 +75,13 @@ if __name__ == "__main__":
         error = np.abs(got - want).max() / np.abs(want).max()
         print(f"rows {rows}: lowered for CUDA; interpret max error {error:.1e} of the largest value (bf16 output)")
         assert error < 2 ** -7
+    for name, tiling in (("ring", tiled_swizzled((64, C), jnp.bfloat16)),
+                         ("staging", (plgpu.TilingTransform((1, 64)), plgpu.SwizzleTransform(128)))):
+        for rows in (16, 48):
+            tile = jnp.asarray(rng.normal(size=(rows, C)), jnp.bfloat16)
+            jax.jit(transposed_tile_row_sums(rows, False, tiling)).trace(tile).lower(lowering_platforms=("cuda",))
+            got = np.asarray(transposed_tile_row_sums(rows, True, tiling)(tile))
+            want = np.asarray(tile, np.float32).sum(axis=1)
+            print(f"{name} tiling, rows {rows}: transposed load lowered for CUDA; interpret max |error| "
+                  f"{np.abs(got - want).max():.1e}")
+            assert np.allclose(got, want, atol=1e-3)
