@@ -17,7 +17,7 @@ cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD
 nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader | tee $OUT/gpu.txt
 kt() { PYTHONPATH=/tmp/site:$1 timeout 90 python3 benchmarks/kernel_times.py $3 qwen3_30b_a3b:4096 $4 2>&1 \
-        | grep -v Warn | head -14 | sed "s|^|$2 |" | tee -a $OUT/$5.log; }
+        | grep -v Warn | grep -v "^ *[0-9]\.[0-9] us " | sed "s|^|$2 |" | tee -a $OUT/$5.log; }
 for round in $(seq ${ROUNDS:-1}); do
   for tree in $PWD ${TREES:-out/ab/*/}; do
     name=$(basename ${tree%/}); [ "$tree" = "$PWD" ] && name=checkout
