@@ -6,7 +6,8 @@
 # (the branches, or trees with the patches applied one by one), and run this with carry [".whl", "out/ab"].
 # The jax.grad step per kernel (Qwen3-30B-A3B T=4096; kernel_times checks dx and d topk_weights against the
 # reference before timing) on this checkout and every out/ab tree (TREES="out/ab/main ..." picks and orders
-# them; up to 90 s a tree), FWD=1 the forward too (Qwen3 T=4096, seed qwen3 T=512), then GPU tests on this
+# them; up to 90 s a tree), FWD=1 the forward too on this checkout and main (Qwen3 T=4096, seed qwen3 T=512;
+# only the swap changes the forward), then GPU tests on this
 # checkout: the compiled contraction (its partial last block issued in the wgmma chain), the swapped partial
 # tiles, a gradient epilogue and the Qwen3 T=4096 gradients (down_backward storing dy's rows).
 # NO_TESTS=1 skips the tests; ROUNDS=2 times twice. All of it: ~11 min, so two calls, e.g.
@@ -22,7 +23,7 @@ for round in $(seq ${ROUNDS:-1}); do
   for tree in $PWD ${TREES:-out/ab/*/}; do
     name=$(basename ${tree%/}); [ "$tree" = "$PWD" ] && name=checkout
     kt ${tree%/} $name "--grad --calls 9" "" grad-ab
-    [ -z "${FWD:-}" ] || kt ${tree%/} $name "--calls 9" seed_qwen3:512 fwd-ab
+    case "${FWD:-}:$name" in :*) ;; *:checkout|*:main) kt ${tree%/} $name "--calls 9" seed_qwen3:512 fwd-ab ;; esac
   done
 done
 t() { XLA_PYTHON_CLIENT_PREALLOCATE=false timeout ${TEST_TIMEOUT:-200} python3 -m pytest -v -rfE -m gpu tests/test_gpu.py -p no:cacheprovider \
