@@ -2,7 +2,8 @@
 # Session 24's one-shot device call (carry [".whl", "out/ab"], out/ab from `scripts/gpu-ab prepare main`), for when
 # the budget leaves one 600 s call: kernel times of the jax.grad step at Qwen3-30B-A3B T=4096 and the forward
 # (Qwen3 T=4096, seed qwen3 T=512) on this checkout and on main, interleaved (checkout, main, checkout, main
-# with ROUNDS=2), then the GPU tests of tests.sh side by side in the time left before END_S (default 580 s).
+# with ROUNDS=2), then the GPU tests of tests.sh (at most PROCS side by side) in the time left before END_S (default 580 s).
+# Session 24 ran it with TEST_TIMEOUT for the tests (each process), and thirteen of them at once (tests.sh then).
 cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
 START=$(date +%s)
 [ -d /tmp/site/tokamax ] || SKIP_TESTS=1 SKIP_BENCH=1 scripts/gpu-check > $OUT/setup.log 2>&1
@@ -20,4 +21,4 @@ for round in $(seq ${ROUNDS:-1}); do
 done
 left=$(( ${END_S:-580} - ($(date +%s) - START) ))
 echo "timings done at $(( $(date +%s) - START )) s; tests get $left s"
-[ $left -gt 120 ] && [ -z "${NO_TESTS:-}" ] && TEST_TIMEOUT=$left bash benchmarks/results/session24/tests.sh 2>&1 | tail -40
+[ $left -gt 120 ] && [ -z "${NO_TESTS:-}" ] && DEADLINE=$(( $(date +%s) + left )) bash benchmarks/results/session24/tests.sh 2>&1 | tail -40
