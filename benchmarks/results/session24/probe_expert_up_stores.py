@@ -46,14 +46,19 @@ def main(argv):
     layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m, sorted_rows=sort,
                             aligned_experts=True)
     split_cfg = dataclasses.replace(up_cfg, alternate=False, consumers=2, staging_chunks=0)
+
+    def training(cfg):  # training_up's (hw, xs): the outputs checked (g, u are written all the same)
+        def fn(xx):
+            hw, _, xs = mosaic_gpu.training_up(layout, xx, weights, problem, cfg, interpret)
+            return hw, xs
+        return fn
+
     variants = {
         "forward": lambda xx: (mosaic_gpu.expert_up(layout, xx, weights, problem, up_cfg, interpret, gather=True),),
         "keep": lambda xx: mosaic_gpu.expert_up(layout, xx, weights, problem, up_cfg, interpret,
                                                 keep_preactivations=True, gather=True)[:1],
-        "train": lambda xx: (lambda r: (r[0], r[2]))(mosaic_gpu.training_up(layout, xx, weights, problem, up_cfg,
-                                                                            interpret)),
-        "split": lambda xx: (lambda r: (r[0], r[2]))(mosaic_gpu.training_up(layout, xx, weights, problem, split_cfg,
-                                                                            interpret)),
+        "train": training(up_cfg),
+        "split": training(split_cfg),
     }
     owned = np.zeros(layout.row_token.shape[0], bool)
     owned[np.asarray(layout.slot_row).ravel()] = True  # every routed row (T k < rows: slack rows stay False)
