@@ -103,6 +103,11 @@ PRODUCER_REGISTERS = 40  # the producer warpgroup only issues TMA loads (and cp.
 DECODE_ROWS = 64
 
 
+def decoding(problem: MoEProblem) -> bool:
+    """Whether the problem routes at most DECODE_ROWS rows (T k): a decoding batch."""
+    return problem.tokens * problem.top_k <= DECODE_ROWS
+
+
 def consumer_registers(consumers: int) -> int:
     """Registers per thread of a consumer warpgroup: what the CTA's warpgroups hold at launch (an
     equal share of the 64K registers, a multiple of 8 per thread and at most 255) less the
@@ -141,8 +146,7 @@ def choose_configs(problem: MoEProblem) -> tuple[GemmConfig, GemmConfig]:
     242 -> 216; gated problems only: alternate_items).
     """
     block_m = 64
-    rows = problem.tokens * problem.top_k
-    if rows <= DECODE_ROWS:
+    if decoding(problem):
         return gemm_config(block_m, problem.intermediate, 64), gemm_config(block_m, problem.hidden, 128)
     up_n = ITEM_ACC_COLUMNS // (2 if problem.moe_type == "qwen3" else 1)  # per accumulator
     alternate = alternate_items(problem)
@@ -665,7 +669,7 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
         residuals = training_up(layout, x, weights, problem, up_cfg, interpret)
         hw = residuals[0]
     else:
-        gather = T * problem.top_k > DECODE_ROWS
+        gather = not decoding(problem)
         xs = x if gather else gather_rows(x, layout.row_token)
         hw, residuals = expert_up(layout, xs, weights, problem, up_cfg, interpret, gather=gather), None
     y = expert_down(layout, hw, weights, problem, down_cfg, interpret)
@@ -677,7 +681,7 @@ def training_up(layout: TileLayout, x, weights: ExpertWeights, problem: MoEProbl
     the layout's order [rows, H] (the weight gradients' operand) stored by expert_up from the rows
     it reads itself, or gathered by XLA for decode batches (DECODE_ROWS), where expert_up reads a
     gathered copy anyway."""
-    if x.shape[0] * problem.top_k > DECODE_ROWS:
+    if not decoding(problem):
         return expert_up(layout, x, weights, problem, cfg, interpret, keep_preactivations=True, gather=True,
                          copy_rows=True)
     xs = gather_rows(x, layout.row_token)

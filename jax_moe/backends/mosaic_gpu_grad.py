@@ -143,9 +143,13 @@ def fitted_contraction_config(cfg: ContractionConfig, M: int, N: int) -> Contrac
 
 
 def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights, problem: MoEProblem,
-                  cfg: GemmConfig, interpret=False):
+                  cfg: GemmConfig, interpret=False, gather: bool = False):
     """Returns (dpre, row_dot): dpre = (dg, du) (nomic: (dg,)) in dys's dtype, row_dot f32 [rows]
-    = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined)."""
+    = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined).
+
+    gather: dys is dout [T, H] itself, row r's dout[tiles.row_token[r]] read by the kernel, which
+    also stores those rows (the down weights' gradient operand, on tiles whose rows start on the
+    8-row grid) and returns them third, [rows, H]."""
     gated = problem.moe_type == "qwen3"
     act_grad = KERNEL_ACTIVATION_GRADS[problem.activation]
     vectors = [mosaic_gpu.row_weights(tiles)] + [("tile", p) for p in preactivations]
@@ -160,11 +164,14 @@ def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights
         return dh * da, jnp.sum(a * d, axis=1)
 
     second = weights.down if gated else weights.up
-    *dpre, partial_dots = grouped_gemm(
+    n_out = len(preactivations)
+    outs = grouped_gemm(
         tiles, [(dys, (second,))], problem.intermediate, cfg, transpose_rhs=gated, epilogue=epilogue,
-        vectors=vectors, out_dtypes=[dys.dtype] * len(preactivations), interpret=interpret,
-        name="jax_moe_down_backward", row_sums=True)
-    return tuple(dpre), _tile_rows_to_rows(tiles, partial_dots, cfg.block_m, dys.shape[0])
+        vectors=vectors, out_dtypes=[dys.dtype] * n_out, interpret=interpret,
+        name="jax_moe_down_backward", row_sums=True, lhs_rows=tiles.row_token if gather else None, copy_rows=gather)
+    dpre, partial_dots = tuple(outs[:n_out]), outs[n_out]
+    row_dot = _tile_rows_to_rows(tiles, partial_dots, cfg.block_m, tiles.row_token.shape[0])
+    return (dpre, row_dot, outs[n_out + 1]) if gather else (dpre, row_dot)
 
 
 def _tile_rows_to_rows(tiles: TileLayout, partial, block_m: int, rows: int):
@@ -462,8 +469,13 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
     if kept is None:
         kept = mosaic_gpu.training_up(layout, x, weights, problem, up_cfg, interpret)
     hw, preactivations, xs = kept
-    dys = mosaic_gpu.gather_rows(dout.astype(x.dtype), layout.row_token)
-    dpre, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
+    dout_half = dout.astype(x.dtype)
+    if mosaic_gpu.decoding(problem):  # XLA gathers dout's rows
+        dys = mosaic_gpu.gather_rows(dout_half, layout.row_token)
+        dpre, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
+    else:  # down_backward reads dout's rows itself and stores them
+        dpre, row_dot, dys = down_backward(layout, dout_half, preactivations, weights, problem, cfgs.down, interpret,
+                                           gather=True)
     dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
     dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
 
