@@ -167,16 +167,19 @@ def test_expert_up_stores_the_rows_it_gathers(alternate):
         np.testing.assert_array_equal(as_f32(got)[routed], as_f32(want)[routed])
 
 
-@pytest.mark.parametrize("hidden", [64, 384])
-def test_down_backward_reads_and_stores_the_cotangent_rows(hidden):
+@pytest.mark.parametrize("hidden, alternate", [(64, False), (384, False), (384, True)])
+def test_down_backward_reads_and_stores_the_cotangent_rows(hidden, alternate):
     """Training's down_backward (gather) reads dout's rows itself and stores them for the down
     weights' gradient: in every row a tile owns the copy is dout[row_token] bitwise, and dg, du and
-    the row dots are those on XLA's gathered copy, without races (1 and 6 k-steps per item)."""
+    the row dots are those on XLA's gathered copy, without races (1 and 6 k-steps per item; on
+    alternate items with the epilogue a chunk at a time, the large batches' tiling)."""
     args, kwargs = make_case(5, 40, hidden, 128, 3, 2, dtype=jnp.bfloat16, biases=True)
     problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
     x, _, _, _, w, ids = args
     up_cfg = mosaic_gpu.choose_configs(problem)[0]
     cfg = mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m).down
+    if alternate:
+        cfg = dataclasses.replace(cfg, alternate=True, staging_chunks=1)
     layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m, aligned_experts=True)
     _, pre = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, up_cfg, True, keep_preactivations=True)
     dout = jnp.cos(3 * x)
@@ -216,15 +219,16 @@ def test_outputs_staged_in_rounds():
                                                ("qwen3_30b_a3b", 1024, True), ("seed_qwen3", 4095, False),
                                                ("seed_qwen3", 4096, True), ("seed_nomic", 32768, False)])
 def test_alternate_items_policy(shape, T, alternate):
-    """The measured policy: consumers on alternate items for gated problems from 8192 routed rows
-    only; expert_up stages its outputs a chunk at a time only then, expert_down always (but decode)."""
+    """The policy: consumers on alternate items for gated problems from 8192 routed rows only;
+    expert_up and down_backward stage their outputs a chunk at a time only then (down_backward's
+    epilogue a chunk at a time, its g, u in the staging), expert_down always (but decode)."""
     s = SHAPES[shape]
     problem = MoEProblem(T, s.hidden, s.intermediate, s.experts, s.top_k, jnp.dtype(jnp.bfloat16), s.moe_type,
                          s.activation, False, "gpu")
     up, down = mosaic_gpu.choose_configs(problem)
     backward = mosaic_gpu_grad.choose_backward_configs(problem, up.block_m)
-    assert (up.alternate, down.alternate, backward.up.alternate, backward.down.alternate) == (alternate,) * 3 + (False,)
-    assert up.staging_chunks == int(alternate)
+    assert (up.alternate, down.alternate, backward.up.alternate, backward.down.alternate) == (alternate,) * 4
+    assert up.staging_chunks == backward.down.staging_chunks == int(alternate)  # down_backward: chunked epilogue
     assert down.staging_chunks == int(T * s.top_k > 64)
 
 
@@ -296,15 +300,22 @@ def test_no_races_in_the_backward_kernels():
     assert not races()
 
 
-def test_tile_operands_in_the_output_staging():
+@pytest.mark.parametrize("alternate", [False, True])
+def test_tile_operands_in_the_output_staging(alternate):
     """down_backward's g, u tiles fetched into its outputs' staging buffers (GemmConfig.borrow_staging,
-    the default: the staging is reused for dg, du once the epilogue has read them) give bitwise
-    the outputs of fetching them into SMEM of their own, without races, over several items per
-    consumer (the fetch waits for the previous item's stores)."""
+    the default: the staging is reused for dg, du once the epilogue has read them) give the outputs
+    of fetching them into SMEM of their own, without races, over several items per consumer (the
+    fetch waits for the previous item's stores). On alternate items a consumer's 128 columns are
+    two staging chunks: the epilogue runs a chunk at a time, the second chunk's tiles fetched once
+    the first chunk's stores have read the staging. dg, du bitwise; the row dots sum the chunks'
+    partial sums (another f32 order): close."""
     problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(100, 128, 128)  # ~3 items per CTA
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
     valid = np.asarray(layout.slot_row).reshape(-1)
-    assert cfgs.down.borrow_staging and cfgs.down.block_n // cfgs.down.consumers == mosaic_gpu.OUT_CHUNK
+    cfg = cfgs.down
+    assert cfg.borrow_staging and cfg.block_n // cfg.consumers == mosaic_gpu.OUT_CHUNK
+    if alternate:
+        cfg = dataclasses.replace(cfg, alternate=True, staging_chunks=1)  # 128 columns a consumer
     _, pre = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, True, keep_preactivations=True)
     dys = jnp.cos(xs)
 
@@ -312,11 +323,12 @@ def test_tile_operands_in_the_output_staging():
         dpre, row_dot = mosaic_gpu_grad.down_backward(layout, dys, pre, weights, problem, cfg, interpret)
         return [np.asarray(a, np.float32)[valid] for a in (*dpre, row_dot)]
 
-    borrowed = down_backward(cfgs.down, params)
+    borrowed = down_backward(cfg, params)
     assert not interpret_pallas_call.get_races().races_found
-    own = down_backward(dataclasses.replace(cfgs.down, borrow_staging=False), True)
+    *own, own_dot = down_backward(dataclasses.replace(cfg, borrow_staging=False), True)
     for a, b in zip(borrowed, own):
         np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(borrowed[-1], own_dot, rtol=1e-5, atol=1e-6)
 
 
 def owned_rows(layout, rows: int):

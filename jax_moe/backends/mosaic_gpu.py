@@ -80,7 +80,8 @@ class GemmConfig:
     # instead of splitting each item's columns.
     alternate: bool = False
     # "tile" epilogue operands are fetched into the outputs' staging buffers (where a consumer's
-    # columns are one staging chunk) instead of SMEM of their own, which goes to the ring
+    # columns are staged one chunk at a time; with several chunks the epilogue runs a chunk at a
+    # time) instead of SMEM of their own, which goes to the ring
     # (down_backward at Qwen3-30B-A3B T=4096, H100: 5 -> 7 stages, 384 -> 355 us; at 5 stages
     # the fetch's wait for the previous item's stores costs 6 us).
     borrow_staging: bool = True
@@ -296,10 +297,12 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
     n_acc, n_vec, n_out = len(phases[0][1]), len(vectors), len(out_dtypes)
     kinds = [kind for kind, _ in vectors]
     # "tile" operands borrow the staging buffers of the outputs (one each, same dtype) where a
-    # consumer's columns are one staging chunk, so that their SMEM goes to the ring instead.
+    # consumer's columns go through the staging one chunk at a time, so that their SMEM goes to the
+    # ring instead; with several chunks the epilogue then runs a chunk at a time, each chunk's
+    # operands fetched once the previous chunk's stores have read the staging.
     tile_vectors = [i for i, kind in enumerate(kinds) if kind == "tile"]
     borrowed = ({i: o for o, i in enumerate(tile_vectors)}
-                if cfg.borrow_staging and chunks == 1 and len(tile_vectors) <= len(out_dtypes)
+                if cfg.borrow_staging and staged == 1 and len(tile_vectors) <= len(out_dtypes)
                 and all(vectors[i][1].dtype == jnp.dtype(out_dtypes[o]) for o, i in enumerate(tile_vectors))
                 else {})  # tile operand -> the output whose staging it borrows
     staged_vectors = [i for i, kind in enumerate(kinds) if kind != "scalar" and i not in borrowed]  # own SMEM
@@ -404,7 +407,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
             my_vectors.update({i: out_smems[o].at[wg, 0] for i, o in borrowed.items()})
             my_barrier = lambda i: vector_barriers.at[wg * n_vec + i]  # this consumer's, for operand i
 
-            def fetch_vectors(indices):
+            def fetch_vectors(indices, chunk=0):  # borrowed "tile" operands: one chunk's columns
                 for i in indices:
                     kind, ref = kinds[i], vector_refs[i]
                     if kind == "row":
@@ -412,7 +415,7 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                     elif kind == "col":
                         src = ref.at[e, pl.ds(col0, wn)]
                     else:  # "tile"
-                        src = ref.at[pl.ds(start, bm), pl.ds(col0, wn)]
+                        src = ref.at[pl.ds(start, bm), pl.ds(col0 + chunk * OUT_CHUNK, OUT_CHUNK if i in borrowed else wn)]
                     plgpu.copy_gmem_to_smem(src, my_vectors[i], my_barrier(i))
 
             fetch_vectors(staged_vectors)  # epilogue operands, in flight early
@@ -473,36 +476,65 @@ def grouped_gemm(tiles: TileLayout, phases, out_cols, cfg: GemmConfig, *, transp
                 return tuple(a[...] for a in acc_refs)
 
             accs = pl.run_scoped(accumulate, *[plgpu.ACC((bm, wn), jnp.float32)] * n_acc)
-            vector_tiles = []
-            for i, kind in enumerate(kinds):
-                if kind == "scalar":
-                    vector_tiles.append(lax.broadcast_in_dim(vector_refs[i][mi], (bm, wn), ()))
-                    continue
-                plgpu.barrier_wait(my_barrier(i))
-                if kind == "tile":
-                    vector_tiles.append(plgpu.load(my_vectors[i], layout=plgpu.Layout.WGMMA).astype(jnp.float32))
-                    continue
-                axis = 1 if kind == "row" else 0
-                v = plgpu.load(my_vectors[i], layout=plgpu.Layout.WGMMA.reduce(axis))
-                vector_tiles.append(lax.broadcast_in_dim(v, (bm, wn), [1 - axis]))
-            results = epilogue(accs, vector_tiles)
-            out_tiles, row_sum = (results[:-1], results[-1]) if row_sums else (results, None)
-            plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's stores have read the SMEM
-            my_staging = [out_smems[0 if shared_staging else o].at[wg] for o in range(n_out)]
-            out_tiles = [tile.astype(d) for tile, d in zip(out_tiles, out_dtypes)]
-            if row_sums:
-                out_smems[-1].at[wg][...] = row_sum
-            turns = [[o] for o in range(n_out)] if shared_staging else [list(range(n_out))]  # outputs staged at once
-            for first in range(0, chunks, staged):  # rounds of `staged` chunks through the staging
-                for turn, outs in enumerate(turns):
-                    if first or turn:  # the previous stores have read the SMEM
+
+            def vector_tiles(c0, width):
+                """The epilogue operands over the consumer's columns [c0, c0 + width) (a borrowed
+                "tile" operand holds just those, fetched for each chunk; the others once an item)."""
+                tiles = []
+                for i, kind in enumerate(kinds):
+                    if kind == "scalar":
+                        tiles.append(lax.broadcast_in_dim(vector_refs[i][mi], (bm, width), ()))
+                        continue
+                    if c0 == 0 or i in borrowed:
+                        plgpu.barrier_wait(my_barrier(i))
+                    if kind == "tile":
+                        tiles.append(plgpu.load(my_vectors[i], layout=plgpu.Layout.WGMMA).astype(jnp.float32))
+                    elif kind == "row":
+                        v = plgpu.load(my_vectors[i], layout=plgpu.Layout.WGMMA.reduce(1))
+                        tiles.append(lax.broadcast_in_dim(v, (bm, width), [0]))
+                    else:  # "col"
+                        v = plgpu.load(my_vectors[i].at[pl.ds(c0, width)], layout=plgpu.Layout.WGMMA.reduce(0))
+                        tiles.append(lax.broadcast_in_dim(v, (bm, width), [1]))
+                return tiles
+
+            if borrowed and chunks > 1:  # the epilogue a chunk at a time, through the staging
+                my_staging = [out_smems[o].at[wg] for o in range(n_out)]
+                row_sum = None
+                for c in range(chunks):
+                    if c:  # chunk c - 1's stores have read the staging that chunk c's operands fill
                         plgpu.wait_smem_to_gmem(0, wait_read_only=True)
-                    for o in outs:
-                        for c in range(staged):
-                            my_staging[o][c] = out_tiles[o][:, (first + c) * OUT_CHUNK:(first + c + 1) * OUT_CHUNK]
+                        fetch_vectors(sorted(borrowed), c)
+                    columns = slice(c * OUT_CHUNK, (c + 1) * OUT_CHUNK)
+                    results = epilogue([acc[:, columns] for acc in accs], vector_tiles(columns.start, OUT_CHUNK))
+                    out_tiles = results[:-1] if row_sums else results
+                    if row_sums:
+                        row_sum = results[-1] if row_sum is None else row_sum + results[-1]
+                    for o, d in enumerate(out_dtypes):
+                        my_staging[o][0] = out_tiles[o].astype(d)
+                    if row_sums and c == chunks - 1:
+                        out_smems[-1].at[wg][...] = row_sum
                     plgpu.commit_smem()
-                    for o in outs:
-                        _store_rows(my_staging[o], out_refs[o], start, *valid_rows(mi), col0 + first * OUT_CHUNK, bm)
+                    for o in range(n_out):
+                        _store_rows(my_staging[o], out_refs[o], start, *valid_rows(mi), col0 + columns.start, bm)
+            else:
+                results = epilogue(accs, vector_tiles(0, wn))
+                out_tiles, row_sum = (results[:-1], results[-1]) if row_sums else (results, None)
+                plgpu.wait_smem_to_gmem(0, wait_read_only=True)  # the previous item's stores have read the SMEM
+                my_staging = [out_smems[0 if shared_staging else o].at[wg] for o in range(n_out)]
+                out_tiles = [tile.astype(d) for tile, d in zip(out_tiles, out_dtypes)]
+                if row_sums:
+                    out_smems[-1].at[wg][...] = row_sum
+                turns = [[o] for o in range(n_out)] if shared_staging else [list(range(n_out))]  # outputs staged at once
+                for first in range(0, chunks, staged):  # rounds of `staged` chunks through the staging
+                    for turn, outs in enumerate(turns):
+                        if first or turn:  # the previous stores have read the SMEM
+                            plgpu.wait_smem_to_gmem(0, wait_read_only=True)
+                        for o in outs:
+                            for c in range(staged):
+                                my_staging[o][c] = out_tiles[o][:, (first + c) * OUT_CHUNK:(first + c + 1) * OUT_CHUNK]
+                        plgpu.commit_smem()
+                        for o in outs:
+                            _store_rows(my_staging[o], out_refs[o], start, *valid_rows(mi), col0 + first * OUT_CHUNK, bm)
             if row_sums:
                 plgpu.copy_smem_to_gmem(out_smems[-1].at[wg], out_refs[n_out].at[(mi * n_tiles + ni) * parts + part])
                 plgpu.commit_smem_to_gmem_group()

@@ -121,12 +121,16 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     bands of 8: 355; bands of 2, 3, 16: 335, 342, 363; 128-column k-blocks: 389). up_backward 256
     columns (two consumers of 128), 469 us (128: 630; 512 with 32-row k-blocks: 548), 452 us with
     its outputs staged one 64-column chunk at a time (room for a 5th ring stage), 424 us with the
-    consumers on alternate items (down_backward on alternate items: 455-780 us).
+    consumers on alternate items (down_backward on alternate items: 455-780 us in session 12, with
+    g, u in SMEM of their own; session 25 has it run its epilogue a 64-column chunk at a time with
+    g, u in the staging, keeping 7 stages: to be measured).
     """
+    alternate = mosaic_gpu.alternate_items(problem)
     return BackwardConfigs(
-        down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, 128, stages=7), tile_width=4),
-        up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1,
-                                  alternate=mosaic_gpu.alternate_items(problem)),
+        down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, 128, stages=7,
+                                                        staging_chunks=int(alternate), alternate=alternate),
+                                 tile_width=4),
+        up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1, alternate=alternate),
         contraction=ContractionConfig(128, 256, 64, 4, consumers=2, staging_chunks=1, cooperative=True),
     )
 
