@@ -1,10 +1,12 @@
 """down_backward (reading dy's rows) on alternate items, and training's kernels on balanced routing
 (session 25's "Next" 1 and 2). Training's expert_up (keeping g, u, storing xs) then down_backward, at
-Qwen3-30B-A3B T=4096 by default: on the benchmark's routing with down_backward's default tiling (consumers
-split the columns) and on alternate items; on a balanced routing (every expert T k / E rows) with the
-default. Each variant's outputs (hw, xs, dg, du, dys at every (token, slot)) are checked first: against the
-same kernels on XLA's gathered copy of dout (the default tiling, bitwise), the alternate items' against
-the default's (f32 sums in another order: close).
+Qwen3-30B-A3B T=4096 by default: on the benchmark's routing with session 25 main's down_backward tiling
+(consumers split the columns), on alternate items (g, u tiles in SMEM of their own: fewer ring stages) and on
+alternate items with the epilogue a 64-column chunk at a time (g, u fetched into the outputs' staging,
+chunk by chunk: the split tiling's ring depth); on a balanced routing (every expert T k / E rows) with the
+tree's default. Each variant's outputs (hw, xs, dg, du, dys at every (token, slot)) are checked first:
+against the same kernels on XLA's gathered copy of dout (bitwise), and against the split tiling's (f32
+sums in another order: close). Needs the chunked epilogue (branch down-alternate / chunked-borrow).
 
     PYTHONPATH=/tmp/site:. python3 benchmarks/results/session25/probe_down_backward.py [shape:T] [--interpret]
 """
@@ -41,6 +43,7 @@ def main(argv):
                                 activation=shape.activation, interpret=interpret)
     up_cfg = mosaic_gpu.choose_configs(problem)[0]
     default = mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m).down
+    split = dataclasses.replace(default, alternate=False, staging_chunks=0)  # main's default at session 25
     dout = jnp.cos(3 * x)
 
     def chain(ids, down_cfg, gather=True):
@@ -59,21 +62,23 @@ def main(argv):
         return jax.jit(fn)
 
     as_f32 = lambda a: np.asarray(jnp.asarray(a, jnp.float32))
-    variants = [("random", random_ids, "split columns (default)", default),
-                ("random", random_ids, "alternate items", dataclasses.replace(default, alternate=True)),
-                ("balanced", balanced_ids, "split columns (default)", default)]
+    variants = [("random", random_ids, "split columns", split),
+                ("random", random_ids, "alternate items", dataclasses.replace(split, alternate=True)),
+                ("random", random_ids, "alternate, chunked epilogue",
+                 dataclasses.replace(split, alternate=True, staging_chunks=1)),
+                ("balanced", balanced_ids, "this tree's default", default)]
     if not interpret:
         from jax.experimental.mosaic.gpu import profiler
+    split_outs = {}
     for routing, ids, tiling, cfg in variants:
         fn = chain(ids, cfg)
         got = [as_f32(o) for o in fn(x)]
-        exact = cfg == default
-        want = [as_f32(o) for o in chain(ids, default, gather=exact)(x)]
+        on_copy = [as_f32(o) for o in chain(ids, cfg, gather=False)(x)]  # dy's rows gathered by XLA
+        for i, (g, w) in enumerate(zip(got, on_copy)):
+            np.testing.assert_array_equal(g, w, err_msg=f"{routing} {tiling} output {i}")
+        want = split_outs.setdefault(routing, got)  # against the split tiling's: another f32 order
         for i, (g, w) in enumerate(zip(got, want)):
-            if exact:
-                np.testing.assert_array_equal(g, w, err_msg=f"{routing} {tiling} output {i}")
-            else:
-                np.testing.assert_allclose(g, w, rtol=2**-6, atol=1e-6, err_msg=f"{routing} {tiling} output {i}")
+            np.testing.assert_allclose(g, w, rtol=2**-6, atol=1e-6, err_msg=f"{routing} {tiling} output {i}")
         if interpret:
             print(f"{routing} {tiling}: outputs checked", flush=True)
             continue
