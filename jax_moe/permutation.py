@@ -13,6 +13,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 
 class SortedRows(NamedTuple):
@@ -173,24 +174,31 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     if sorted_rows is None:
         sorted_rows = sort_by_expert(topk_ids, num_experts)
     order, rank, counts = sorted_rows.order, sorted_rows.rank, sorted_rows.group_sizes
-    # Whether a sorted row (out-of-range ones sort last, expert E) and a (token, slot) row are
-    # routed, from the experts rather than from their count (one reduction kernel less).
-    in_range = sorted_rows.expert < num_experts
-    token = jnp.where(in_range, order // k, 0)
-    weight = jnp.where(in_range, topk_weights.reshape(-1).astype(jnp.float32)[order], 0.0)
     packed_start = jnp.cumsum(counts) - counts  # [E] first row of each expert when compact
     if aligned_experts:
         span = (counts + ALIGN_ROWS - 1) // ALIGN_ROWS * ALIGN_ROWS
         start = jnp.cumsum(span) - span  # [E] first row of each expert
         shift = start - packed_start  # [E] how far each expert's rows move
-        row_expert = jnp.minimum(sorted_rows.expert, num_experts - 1)
-        position = jnp.where(in_range, jnp.arange(n) + shift[row_expert], rows)  # rows: dropped
-        row_token = jnp.zeros((rows,), jnp.int32).at[position].set(token, mode="drop")
-        row_weight = jnp.zeros((rows,), jnp.float32).at[position].set(weight, mode="drop")
-        # Scattered rather than rank + shift[expert]: XLA would fuse that gather (and the cumsum
-        # behind shift) into every consumer of slot_row, e.g. the k-slot sums (52 -> 117 us, H100).
-        slot_row = jnp.zeros((n,), jnp.int32).at[order].set(position, unique_indices=True)
+        # Built per (token, slot) row from its rank: no gathers through order, and the tables are
+        # scattered to distinct rows (an unrouted row to its own row past the end, dropped).
+        expert = flat_experts(topk_ids, num_experts)
+        routed = expert < num_experts
+        index = jnp.arange(n, dtype=jnp.int32)
+        position = rank + shift[jnp.minimum(expert, num_experts - 1)]
+        target = jnp.where(routed, position, rows + index)
+        scatter = lambda values, dtype: jnp.zeros((rows,), dtype).at[target].set(
+            values, mode="drop", unique_indices=True)
+        row_token = scatter(index // k, jnp.int32)
+        row_weight = scatter(topk_weights.reshape(-1).astype(jnp.float32), jnp.float32)
+        # Behind a barrier: XLA would fuse this gather (and the cumsum behind shift) into every
+        # consumer of slot_row, e.g. the k-slot sums (52 -> 117 us, H100).
+        slot_row = lax.optimization_barrier(jnp.where(routed, position, rows))
     else:
+        # Whether a sorted row (out-of-range ones sort last, expert E) is routed, from the experts
+        # rather than from their count (one reduction kernel less).
+        in_range = sorted_rows.expert < num_experts
+        token = jnp.where(in_range, order // k, 0)
+        weight = jnp.where(in_range, topk_weights.reshape(-1).astype(jnp.float32)[order], 0.0)
         start = packed_start
         row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(token)
         row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(weight)
