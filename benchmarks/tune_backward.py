@@ -1,6 +1,7 @@
 """Tiling sweep of the grouped GEMMs on a GPU (down_backward, up_backward, and the forward's expert_up,
 with and without g, u, and expert_down), Qwen3-30B-A3B T=4096 bf16: CUPTI kernel time per candidate,
-each candidate's outputs (valid rows) compared with the first candidate's.
+each candidate's outputs (valid rows) checked against the first candidate's (f32 sums in another
+order: within bf16 rounding) before its time is recorded (a mismatch is recorded as an error).
 
     python -m benchmarks.tune_backward --out DIR
 """
@@ -26,13 +27,17 @@ G = GemmConfig
 # Candidates per kernel; the first is the reference. stages is a maximum: the ring takes as many as
 # fit the SMEM.
 CANDIDATES = {
-    # down_backward waits on its loads (ncu, session 12): borrow_staging puts g, u in the outputs'
-    # staging, and their 32 KiB give the ring 7 stages of 24 KiB instead of 5 (384 -> 355 us), bands
-    # of 4 M-tiles instead of 8 (332; 128-column k-blocks, 3 stages: 389). 32-row k-blocks: the same
-    # bytes in flight in 14 finer stages (lowers for CUDA; unmeasured).
-    "down_backward": [G(64, 128, 64, 7, tile_width=4), G(64, 128, 32, 14, tile_width=4), G(64, 128, 64, 7, tile_width=2),
-                      G(64, 128, 64, 7, tile_width=3), G(64, 128, 64, 7, tile_width=6), G(64, 128, 64, 5, borrow_staging=False),
-                      G(64, 128, 64, 5, borrow_staging=False, tile_width=4)],
+    # down_backward (training's: it gathers dout's rows and stores them) waits on its loads (ncu,
+    # session 12): borrow_staging puts g, u in the outputs' staging, so that the ring keeps 7 stages
+    # of 24 KiB (session 26: on alternate items with the epilogue a 64-column chunk at a time, 350 us,
+    # against 381 with the consumers splitting the columns). 256-column items on alternate items
+    # (4 stages of 40 KiB: about the same bytes in flight) read each tile's dout rows from L2 half as
+    # often (~0.45 of ~2.7 GB); unmeasured.
+    "down_backward": [G(64, 128, 64, 7, tile_width=4, staging_chunks=1, alternate=True),
+                      G(64, 256, 64, 4, tile_width=4, staging_chunks=1, alternate=True),
+                      G(64, 256, 64, 4, tile_width=2, staging_chunks=1, alternate=True),
+                      G(64, 256, 64, 4, tile_width=8, staging_chunks=1, alternate=True),
+                      G(64, 128, 64, 7, tile_width=4), G(64, 128, 32, 14, tile_width=4, staging_chunks=1, alternate=True)],
     "up_backward": [G(64, 256, 64, 5, staging_chunks=1, alternate=True), G(64, 256, 64, 5, staging_chunks=1, alternate=True, tile_width=4),
                     G(64, 256, 64, 5, staging_chunks=1), G(64, 128, 64, 5, staging_chunks=1, alternate=True)],
     "expert_up": [G(64, 128, 64, 5, staging_chunks=1, alternate=True), G(64, 128, 64, 5, staging_chunks=1, alternate=True, tile_width=4),
@@ -60,12 +65,17 @@ def main(argv=None):
     layout = align_to_tiles(ids, jax.nn.softmax(jax.random.normal(key[8], (T, k))), E, 64, aligned_experts=True)
     rows = row_count(T, k, 64, aligned_experts=E)
     normal = lambda i, shape, scale=1.0: (jax.random.normal(key[i], shape) * scale).astype(jnp.bfloat16)
-    xs, dys, g, u = normal(1, (rows, H)), normal(2, (rows, H)), normal(3, (rows, I)), normal(4, (rows, I))
+    xs, g, u = normal(1, (rows, H)), normal(3, (rows, I)), normal(4, (rows, I))
+    dout = normal(2, (T, H))
     w = ExpertWeights(normal(5, (E, H, I), 0.02), normal(6, (E, H, I), 0.02), normal(7, (E, I, H), 0.02),
                       None, None, None)
     valid = np.asarray(layout.slot_row).reshape(-1)  # the routed rows: the ones the kernels write
+    def down_backward(cfg):  # training's: dout's rows gathered by the kernel -> dg, du, dys
+        dpre, _, dys = grad.down_backward(layout, dout, (g, u), w, problem, cfg, gather=True)
+        return (*dpre, dys)
+
     kernels = {
-        "down_backward": lambda cfg: grad.down_backward(layout, dys, (g, u), w, problem, cfg)[0],
+        "down_backward": down_backward,
         "up_backward": lambda cfg: (grad.up_backward(layout, (g, u), w, problem, cfg),),
         "expert_up": lambda cfg: (mosaic_gpu.expert_up(layout, xs, w, problem, cfg),),
         "expert_up_keep": lambda cfg: mosaic_gpu.expert_up(layout, xs, w, problem, cfg, keep_preactivations=True)[1],
@@ -85,6 +95,13 @@ def main(argv=None):
             outs = [np.asarray(o, np.float32)[valid] for o in outs]
             reference = reference or outs
             diff = max(float(np.max(np.abs(a - b))) for a, b in zip(outs, reference))
+            try:
+                for a, b in zip(outs, reference):
+                    np.testing.assert_allclose(a, b, rtol=2**-6, atol=1e-6)
+            except AssertionError as e:
+                results.append(dict(kernel=name, config=c, error=f"wrong outputs: {str(e)[:300]}"))
+                print(name, cfg, "WRONG OUTPUTS (max diff vs first", diff, ")", flush=True)
+                continue
             us = float(np.median(times)) * 1e3
             print(f"{name} {cfg}: {us:.1f} us (max diff vs first {diff:.3g})", flush=True)
             results.append(dict(kernel=name, config=c, us=us, max_abs_diff_vs_first=diff))
