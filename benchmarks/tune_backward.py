@@ -32,12 +32,12 @@ CANDIDATES = {
     # of 24 KiB (session 26: on alternate items with the epilogue a 64-column chunk at a time, 350 us,
     # against 381 with the consumers splitting the columns). 256-column items on alternate items
     # (4 stages of 40 KiB: about the same bytes in flight) read each tile's dout rows from L2 half as
-    # often (~0.45 of ~2.7 GB); unmeasured.
+    # often (~0.45 of ~2.7 GB); unmeasured. (32-row k-blocks do not take the row gather's 128-byte rows.)
     "down_backward": [G(64, 128, 64, 7, tile_width=4, staging_chunks=1, alternate=True),
                       G(64, 256, 64, 4, tile_width=4, staging_chunks=1, alternate=True),
                       G(64, 256, 64, 4, tile_width=2, staging_chunks=1, alternate=True),
                       G(64, 256, 64, 4, tile_width=8, staging_chunks=1, alternate=True),
-                      G(64, 128, 64, 7, tile_width=4), G(64, 128, 32, 14, tile_width=4, staging_chunks=1, alternate=True)],
+                      G(64, 128, 64, 7, tile_width=4)],
     "up_backward": [G(64, 256, 64, 5, staging_chunks=1, alternate=True), G(64, 256, 64, 5, staging_chunks=1, alternate=True, tile_width=4),
                     G(64, 256, 64, 5, staging_chunks=1), G(64, 128, 64, 5, staging_chunks=1, alternate=True)],
     "expert_up": [G(64, 128, 64, 5, staging_chunks=1, alternate=True), G(64, 128, 64, 5, staging_chunks=1, alternate=True, tile_width=4),
