@@ -174,6 +174,8 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     if sorted_rows is None:
         sorted_rows = sort_by_expert(topk_ids, num_experts)
     order, rank, counts = sorted_rows.order, sorted_rows.rank, sorted_rows.group_sizes
+    expert = flat_experts(topk_ids, num_experts)  # [T*k] per (token, slot) row
+    routed = expert < num_experts
     packed_start = jnp.cumsum(counts) - counts  # [E] first row of each expert when compact
     if aligned_experts:
         span = (counts + ALIGN_ROWS - 1) // ALIGN_ROWS * ALIGN_ROWS
@@ -181,8 +183,6 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         shift = start - packed_start  # [E] how far each expert's rows move
         # Built per (token, slot) row from its rank: no gathers through order, and the tables are
         # scattered to distinct rows (an unrouted row to its own row past the end, dropped).
-        expert = flat_experts(topk_ids, num_experts)
-        routed = expert < num_experts
         index = jnp.arange(n, dtype=jnp.int32)
         position = rank + shift[jnp.minimum(expert, num_experts - 1)]
         target = jnp.where(routed, position, rows + index)
@@ -202,7 +202,7 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         start = packed_start
         row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(token)
         row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(weight)
-        slot_row = jnp.where(flat_experts(topk_ids, num_experts) < num_experts, rank, rows)
+        slot_row = jnp.where(routed, rank, rows)
     slot_row = slot_row.reshape(T, k)
 
     aligned = start // ALIGN_ROWS * ALIGN_ROWS
