@@ -70,6 +70,7 @@ def main(argv=None):
     w = ExpertWeights(normal(5, (E, H, I), 0.02), normal(6, (E, H, I), 0.02), normal(7, (E, I, H), 0.02),
                       None, None, None)
     valid = np.asarray(layout.slot_row).reshape(-1)  # the routed rows: the ones the kernels write
+
     def down_backward(cfg):  # training's: dout's rows gathered by the kernel -> dg, du, dys
         dpre, _, dys = grad.down_backward(layout, dout, (g, u), w, problem, cfg, gather=True)
         return (*dpre, dys)
