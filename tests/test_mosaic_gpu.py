@@ -300,22 +300,22 @@ def test_no_races_in_the_backward_kernels():
     assert not races()
 
 
-@pytest.mark.parametrize("alternate", [False, True])
-def test_tile_operands_in_the_output_staging(alternate):
+@pytest.mark.parametrize("alternate, intermediate", [(False, 128), (True, 128), (True, 256)])
+def test_tile_operands_in_the_output_staging(alternate, intermediate):
     """down_backward's g, u tiles fetched into its outputs' staging buffers (GemmConfig.borrow_staging,
     the default: the staging is reused for dg, du once the epilogue has read them) give the outputs
     of fetching them into SMEM of their own, without races, over several items per consumer (the
-    fetch waits for the previous item's stores). On alternate items a consumer's 128 columns are
-    two staging chunks: the epilogue runs a chunk at a time, the second chunk's tiles fetched once
-    the first chunk's stores have read the staging. dg, du bitwise; the row dots sum the chunks'
-    partial sums (another f32 order): close."""
-    problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(100, 128, 128)  # ~3 items per CTA
+    fetch waits for the previous item's stores). On alternate items a consumer's 128 or 256 columns
+    are two or four staging chunks: the epilogue runs a chunk at a time, each chunk's tiles fetched
+    once the previous chunk's stores have read the staging. dg, du bitwise; the row dots sum the
+    chunks' partial sums (another f32 order): close."""
+    problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(100, 128, intermediate)  # ~3 items per CTA
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
     valid = np.asarray(layout.slot_row).reshape(-1)
     cfg = cfgs.down
     assert cfg.borrow_staging and cfg.block_n // cfg.consumers == mosaic_gpu.OUT_CHUNK
-    if alternate:
-        cfg = dataclasses.replace(cfg, alternate=True, staging_chunks=1)  # 128 columns a consumer
+    if alternate:  # 128 or 256 columns a consumer: 2 or 4 staging chunks
+        cfg = dataclasses.replace(cfg, alternate=True, staging_chunks=1, block_n=intermediate)
     _, pre = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, True, keep_preactivations=True)
     dys = jnp.cos(xs)
 
@@ -325,7 +325,9 @@ def test_tile_operands_in_the_output_staging(alternate):
 
     borrowed = down_backward(cfg, params)
     assert not interpret_pallas_call.get_races().races_found
-    *own, own_dot = down_backward(dataclasses.replace(cfg, borrow_staging=False), True)
+    # g, u in SMEM of their own; at 256 columns they do not fit beside a ring: 128-column items then.
+    own_cfg = dataclasses.replace(cfg, borrow_staging=False, block_n=min(cfg.block_n, 128))
+    *own, own_dot = down_backward(own_cfg, True)
     for a, b in zip(borrowed, own):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_allclose(borrowed[-1], own_dot, rtol=1e-5, atol=1e-6)

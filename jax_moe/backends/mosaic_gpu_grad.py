@@ -125,11 +125,15 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     g, u in SMEM of their own). Session 26: on alternate items with its epilogue a 64-column chunk
     at a time, g, u fetched into the staging per chunk (7 stages kept), from 8192 routed rows as
     the GEMMs: down_backward 381-383 -> 350-352 us, the jax.grad step 2396.5-2396.7 -> 2364.5-2368.2.
+    Session 27 (an H200): 256-column alternate items (four staging chunks a consumer; the ring fits
+    4 stages, as many bytes in flight as 7 of 128 columns; each dout row block read from L2 half as
+    often): down_backward 326.8 -> 309.7-310.7 us in the step, the step 2065.0-2068.1 ->
+    2050.2-2050.4 us (alone: 312.8 -> 289.9; M-tile bands of 2, 8: 302.4, 288.0).
     """
     alternate = mosaic_gpu.alternate_items(problem)
     return BackwardConfigs(
-        down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, 128, stages=7,
-                                                        staging_chunks=int(alternate), alternate=alternate),
+        down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, 256 if alternate else 128,
+                                                        stages=7, staging_chunks=int(alternate), alternate=alternate),
                                  tile_width=4),
         up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1, alternate=alternate),
         contraction=ContractionConfig(128, 256, 64, 4, consumers=2, staging_chunks=1, cooperative=True),
