@@ -1,4 +1,4 @@
-"""Do the grouped GEMMs pay for a partial last round of items? (session 28's probe, not a benchmark)
+"""Do the grouped GEMMs pay for a partial last round of items? (written in session 28, run in 29; not a benchmark)
 
 Each grouped GEMM walks used_tiles x n_blocks items, the CTAs (one per SM) taking turns, so a CTA
 does ceil(items / SMs) items or one fewer. If an item's time is fixed, a kernel's time steps with
@@ -8,15 +8,19 @@ while 99 wait, ~0.75 of an item (~19 us of 357) if so. This sweeps the routed to
 fixed T, the last tokens' ids out of range, so one compile per kernel) and times the training
 step's four grouped GEMMs with their default tilings at each count, after checking sampled rows of
 their outputs against XLA (relative error of the sample under 2 %). It prints per kernel the fit of
-time to items (linear) and to rounds (ceil(items / SMs)).
+time to items (linear) and to rounds (ceil(items / SMs)). Each kernel is also timed with items of
+half its block_n ("half"), which says what an item of half the columns costs against a whole one:
+what splitting the last round's items into column parts could save.
 
-    python benchmarks/results/session28/probe_tail.py [--tokens 4608 --low 3712 --step 32]
-    python benchmarks/results/session28/probe_tail.py --interpret   (CPU: tiny shapes, wall times)
+    python benchmarks/results/session29/probe_tail.py [--tokens 4608 --low 3712 --step 32]
+    python benchmarks/results/session29/probe_tail.py --interpret   (CPU: tiny shapes, wall times)
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import math
 import statistics
 import time
@@ -62,13 +66,23 @@ def main(argv=None):
                       None, None, None)
     interpret = args.interpret
 
-    kernels = {  # name: (fn(layout) -> outputs, block_n of its items, N)
-        "expert_up (training)": (lambda L: mosaic_gpu.training_up(L, x, w, problem, up_cfg, interpret), up_cfg, I),
-        "expert_down": (lambda L: (mosaic_gpu.expert_down(L, hw_in, w, problem, down_cfg, interpret),), down_cfg, H),
-        "down_backward": (lambda L: grad.down_backward(L, dout, (g_in, u_in), w, problem, back.down, interpret,
-                                                       gather=True), back.down, I),
-        "up_backward": (lambda L: (grad.up_backward(L, (g_in, u_in), w, problem, back.up, interpret),), back.up, H),
+    configs = {"expert_up (training)": up_cfg, "expert_down": down_cfg, "down_backward": back.down,
+               "up_backward": back.up}
+    functions = {  # name: (fn(layout, config) -> outputs, N)
+        "expert_up (training)": (lambda L, c: mosaic_gpu.training_up(L, x, w, problem, c, interpret), I),
+        "expert_down": (lambda L, c: (mosaic_gpu.expert_down(L, hw_in, w, problem, c, interpret),), H),
+        "down_backward": (lambda L, c: grad.down_backward(L, dout, (g_in, u_in), w, problem, c, interpret,
+                                                          gather=True), I),
+        "up_backward": (lambda L, c: (grad.up_backward(L, (g_in, u_in), w, problem, c, interpret),), H),
     }
+    kernels = {}  # name: (fn(layout) -> outputs, config, N)
+    for name, (fn, n) in functions.items():
+        cfg = configs[name]
+        half = dataclasses.replace(cfg, block_n=cfg.block_n // 2)
+        if not half.alternate and half.block_n // half.consumers < mosaic_gpu.OUT_CHUNK:  # tiny interpret shapes
+            half = dataclasses.replace(half, consumers=1)
+        kernels[name] = (functools.partial(fn, c=cfg), cfg, n)
+        kernels[name + " half"] = (functools.partial(fn, c=half), half, n)
     f32 = lambda a: a.astype(jnp.float32)
     hi = jax.lax.Precision.HIGHEST
 
@@ -86,8 +100,9 @@ def main(argv=None):
         dh = wt[:, None] * d
         dxs = (jnp.einsum("si,shi->sh", f32(g_in[r]), f32(w.gate[e]), precision=hi)
                + jnp.einsum("si,shi->sh", f32(u_in[r]), f32(w.up[e]), precision=hi))
-        return {"expert_up (training)": [hw, gg, uu, xr], "expert_down": [y],
+        want = {"expert_up (training)": [hw, gg, uu, xr], "expert_down": [y],
                 "down_backward": [dh * f32(u_in[r]) * da, dh * a, None, dr], "up_backward": [dxs]}
+        return want | {name + " half": value for name, value in want.items()}
 
     def timed(fn, L):
         if interpret:
