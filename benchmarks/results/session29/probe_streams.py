@@ -32,6 +32,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax.experimental.compute_on import compute_on  # noqa: E402
+from jax.experimental.xla_metadata import set_xla_metadata  # noqa: E402
 
 from jax_moe.backends import mosaic_gpu  # noqa: E402
 from jax_moe.backends import mosaic_gpu_grad as grad  # noqa: E402
@@ -56,6 +57,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--interpret", action="store_true")
     parser.add_argument("--calls", type=int, default=10, help="calls per timed run (interpret mode: 1)")
+    parser.add_argument("--variant", choices=["one", "group", "both"], default="one",
+                        help="one: the first kernel of a pair on gpu_stream:1; group: the same in one scheduling "
+                             "group; both: the first on gpu_stream:1, the second on gpu_stream:2, in one group")
+    parser.add_argument("--pairs", default="0,1", help="which pairs (0: up_backward || dWg, dWu; 1: down_backward || dWd)")
     args = parser.parse_args(argv)
     interpret = args.interpret
     if interpret:
@@ -84,33 +89,42 @@ def main(argv=None):
     dout, g, u = normal(5, (T, H)), normal(6, (rows, I)), normal(7, (rows, I))
     xs, hw, dys, dg, du = normal(8, (rows, H)), normal(9, (rows, I)), normal(10, (rows, H)), normal(11, (rows, I)), g
 
-    def contraction(lhs, rhs_list):
+    def contraction(L, lhs, rhs_list):
         cfg = grad.fitted_contraction_config(back.contraction, lhs.shape[1], rhs_list[0].shape[1])
-        return grad.expert_contraction(layout, lhs, rhs_list, cfg, jnp.bfloat16, interpret)
+        return grad.expert_contraction(L, lhs, rhs_list, cfg, jnp.bfloat16, interpret)
 
-    kernels = {  # name: (fn(inputs) -> outputs, inputs)
-        "up_backward": (lambda dg, du, w: grad.up_backward(layout, (dg, du), w, problem, back.up, interpret), (dg, du, w)),
-        "dWg, dWu": (lambda xs, dg, du: contraction(xs, [dg, du]), (xs, dg, du)),
-        "down_backward": (lambda dout, g, u, w: grad.down_backward(layout, dout, (g, u), w, problem, back.down, interpret,
-                                                                   gather=True), (dout, g, u, w)),
-        "dWd": (lambda hw, dys: contraction(hw, [dys]), (hw, dys)),
+    kernels = {  # name: (fn(layout, *inputs) -> outputs, (layout, *inputs)): no array closed over
+        "up_backward": (lambda L, dg, du, w: grad.up_backward(L, (dg, du), w, problem, back.up, interpret),
+                        (layout, dg, du, w)),
+        "dWg, dWu": (lambda L, xs, dg, du: contraction(L, xs, [dg, du]), (layout, xs, dg, du)),
+        "down_backward": (lambda L, dout, g, u, w: grad.down_backward(L, dout, (g, u), w, problem, back.down, interpret,
+                                                                      gather=True), (layout, dout, g, u, w)),
+        "dWd": (lambda L, hw, dys: contraction(L, hw, [dys]), (layout, hw, dys)),
     }
     check_against_xla(kernels, layout, interpret)
     pairs = [("up_backward", "dWg, dWu", (44, 66, 88)), ("down_backward", "dWd", (66, 88, 99, 110))]
     if interpret:
         pairs = [(a, b, (1, 2)) for a, b, _ in pairs]
+    pairs = [pairs[int(i)] for i in args.pairs.split(",")]
+    on_stream = lambda fn, stream: compute_on(compute_type=f"gpu_stream:{stream}",
+                                              out_memory_spaces=jax.memory.Space.Device)(jax.jit(fn))
+    print(f"variant {args.variant}", flush=True)
     for first, second, grids in pairs:
         (fa, ia), (fb, ib) = kernels[first], kernels[second]
 
         def pair(inputs, n=None, streams=False):
             a_in, b_in = inputs
             run_a = lambda *x: on_sms(n, fa, *x)
-            if streams:
-                run_a = compute_on(compute_type="gpu_stream:1", out_memory_spaces=jax.memory.Space.Device)(
-                    jax.jit(run_a))
-            a = run_a(*a_in)
-            b = on_sms(None if n is None else sms - n, fb, *b_in)
-            return a, b
+            run_b = lambda *x: on_sms(None if n is None else sms - n, fb, *x)
+            if not streams:
+                return run_a(*a_in), run_b(*b_in)
+            run_a = on_stream(run_a, 1)
+            if args.variant == "both":
+                run_b = on_stream(run_b, 2)
+            if args.variant == "one":
+                return run_a(*a_in), run_b(*b_in)
+            with set_xla_metadata(_scheduling_group_id="1"):
+                return run_a(*a_in), run_b(*b_in)
 
         inputs = (ia, ib)
         sequential = jax.jit(pair)
@@ -143,19 +157,19 @@ def check_against_xla(kernels, layout, interpret):
         error = float(np.linalg.norm(got - want) / np.linalg.norm(want))
         assert error < 2e-2, f"{name}: relative error {error:.3g} against XLA"
 
-    fn, (dg, du, w) = kernels["up_backward"]
-    dxs = f32(jax.jit(fn)(dg, du, w))
+    fn, (_, dg, du, w) = kernels["up_backward"]
+    dxs = f32(jax.jit(fn)(layout, dg, du, w))
     want = f32(dg)[rows] @ f32(w.gate[expert]).T + f32(du)[rows] @ f32(w.up[expert]).T
     close(dxs[rows], want, "up_backward")
-    fn, (xs, dg, du) = kernels["dWg, dWu"]
-    d_gate, d_up = jax.jit(fn)(xs, dg, du)
+    fn, (_, xs, dg, du) = kernels["dWg, dWu"]
+    d_gate, d_up = jax.jit(fn)(layout, xs, dg, du)
     close(f32(d_gate[expert]), f32(xs)[rows].T @ f32(dg)[rows], "dWg")
     close(f32(d_up[expert]), f32(xs)[rows].T @ f32(du)[rows], "dWu")
-    fn, (hw, dys) = kernels["dWd"]
-    (d_down,) = jax.jit(fn)(hw, dys)
+    fn, (_, hw, dys) = kernels["dWd"]
+    (d_down,) = jax.jit(fn)(layout, hw, dys)
     close(f32(d_down[expert]), f32(hw)[rows].T @ f32(dys)[rows], "dWd")
-    fn, (dout, g, u, w) = kernels["down_backward"]
-    (dg_out, du_out), _, dys_out = jax.jit(fn)(dout, g, u, w)
+    fn, (_, dout, g, u, w) = kernels["down_backward"]
+    (dg_out, du_out), _, dys_out = jax.jit(fn)(layout, dout, g, u, w)
     token = np.asarray(layout.row_token)[rows]
     d = f32(dout)[token] @ f32(w.down[expert]).T * np.asarray(layout.row_weight)[rows][:, None]
     gg = f32(g)[rows]
