@@ -107,7 +107,7 @@ def main(argv=None):
         pairs = [(a, b, (1, 2)) for a, b, _ in pairs]
     pairs = [pairs[int(i)] for i in args.pairs.split(",")]
     on_stream = lambda fn, stream: compute_on(compute_type=f"gpu_stream:{stream}",
-                                              out_memory_spaces=jax.memory.Space.Device)(jax.jit(fn))
+                                              out_memory_spaces=jax.memory.Space.Device)(fn)
     print(f"variant {args.variant}", flush=True)
     for first, second, grids in pairs:
         (fa, ia), (fb, ib) = kernels[first], kernels[second]
