@@ -10,9 +10,11 @@ on disjoint SMs at once and share the HBM. The backward has two such pairs:
                                               if dout's rows come from elsewhere; today 363 + ~240 us)
 Per pair: sequential with full grids (the step today), then side by side with the first kernel on n
 SMs and the second on the rest, for a few n, and both on full grids on two streams. Each variant's
-outputs must equal the sequential ones bitwise (grids change no item's arithmetic) before it is
-timed; the sequential outputs are first checked against XLA on sampled rows and experts. Time: wall
-time per call of the jitted pair, R calls dispatched back to back (dispatch is asynchronous, each
+outputs must equal the sequential ones bitwise in every row an expert owns (grids change no item's
+arithmetic; the kernels leave other rows unwritten) before it is timed; the sequential outputs are
+first checked against XLA on one expert's rows. XLA assigns no stream to work inside a jit nested
+in the annotated function: the annotated functions hold none (session 29: down_backward || dWd
+still failed, on a jnp.where traced as a jit). Time: wall time per call of the jitted pair, R calls dispatched back to back (dispatch is asynchronous, each
 call ~1 ms of GPU work), median of 5 runs.
 
     python benchmarks/results/session29/probe_streams.py            (an H100 / H200)
