@@ -40,6 +40,7 @@ from jax_moe.backends import mosaic_gpu  # noqa: E402
 from jax_moe.backends import mosaic_gpu_grad as grad  # noqa: E402
 from jax_moe.backends.registry import ExpertWeights, MoEProblem  # noqa: E402
 from jax_moe.permutation import align_to_tiles, row_count  # noqa: E402
+from tests.test_mosaic_gpu import owned_rows  # noqa: E402
 
 GRID = [None]  # the grid of the kernels built now (None: every SM)
 all_sms = mosaic_gpu.num_sms
@@ -104,9 +105,7 @@ def main(argv=None):
         "dWd": (lambda L, hw, dys: contraction(L, hw, [dys]), (layout, hw, dys)),
     }
     check_against_xla(kernels, layout, interpret)
-    owned = np.zeros(rows, bool)
-    for start, size in zip(np.asarray(layout.expert_start), np.asarray(layout.expert_size)):
-        owned[start:start + size] = True
+    owned = owned_rows(layout, rows)
     pairs = [("up_backward", "dWg, dWu", (44, 66, 88)), ("down_backward", "dWd", (66, 88, 99, 110))]
     if interpret:
         pairs = [(a, b, (1, 2)) for a, b, _ in pairs]
