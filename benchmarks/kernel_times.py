@@ -5,13 +5,15 @@ d x and d topk_weights (training step) are checked against the reference before 
 
     python -m benchmarks.kernel_times qwen3_30b_a3b:4096 seed_qwen3:512
     python -m benchmarks.kernel_times --grad --calls 9 qwen3_30b_a3b:4096
+    python -m benchmarks.kernel_times --grad --backward-config down.block_n=192 qwen3_30b_a3b:4096
 
-A/B of checkouts on one GPU: scripts/gpu-ab.
+A/B of checkouts (and of such config overrides) on one GPU: scripts/gpu-ab.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pathlib
 import statistics
 
@@ -60,6 +62,28 @@ def kernel_breakdown(fn, args, calls: int) -> dict:
                 kernels_us=dict(sorted(kernels.items(), key=lambda item: -item[1])))
 
 
+def override_backward_configs(settings: list[str]) -> None:
+    """Makes mosaic_gpu_grad.choose_backward_configs return its tilings with settings applied, each
+    KERNEL.FIELD=INT (KERNEL: a BackwardConfigs field, e.g. down.block_n=192): an A/B of one config
+    without editing the code."""
+    from jax_moe.backends import mosaic_gpu_grad
+
+    choose = mosaic_gpu_grad.choose_backward_configs
+    parsed = []
+    for setting in settings:
+        target, _, value = setting.partition("=")
+        kernel, _, field = target.partition(".")
+        parsed.append((kernel, field, int(value)))
+
+    def overridden(problem, block_m):
+        cfgs = choose(problem, block_m)
+        for kernel, field, value in parsed:
+            cfgs = dataclasses.replace(cfgs, **{kernel: dataclasses.replace(getattr(cfgs, kernel), **{field: value})})
+        return cfgs
+
+    mosaic_gpu_grad.choose_backward_configs = overridden
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cases", nargs="+", help="shape:T, e.g. qwen3_30b_a3b:4096")
@@ -68,9 +92,14 @@ def main(argv=None) -> None:
     parser.add_argument("--backend", default="mosaic_gpu")
     parser.add_argument("--calls", type=int, default=9)
     parser.add_argument("--hlo", metavar="DIR", help="also write each case's optimized HLO (the fusions timed) here")
+    parser.add_argument("--backward-config", action="append", default=[], metavar="KERNEL.FIELD=INT",
+                        help="override one backward tiling field, e.g. down.block_n=192 (repeatable)")
     args = parser.parse_args(argv)
     if jax.default_backend() != "gpu":
         parser.error("CUPTI kernel times need a GPU")
+    if args.backward_config:
+        override_backward_configs(args.backward_config)
+        print(f"## backward configs overridden: {' '.join(args.backward_config)}", flush=True)
     for spec in args.cases:
         name, _, tokens = spec.partition(":")
         case = MoECase(SHAPES[name], int(tokens), jnp.dtype(args.dtype))

@@ -1,5 +1,6 @@
 """The benchmark harness and the anchor pipelines (CPU): timings are real, anchors are right."""
 
+import dataclasses
 import jax
 import jax.numpy as jnp
 import pytest
@@ -121,6 +122,23 @@ def test_kernel_times_needs_a_gpu():
 
     with pytest.raises(SystemExit):
         kernel_times.main(["qwen3_30b_a3b:1"])
+
+
+def test_kernel_times_overrides_backward_configs(monkeypatch):
+    """--backward-config KERNEL.FIELD=INT: the backward's tilings with those fields replaced, the
+    others as chosen."""
+    from benchmarks import kernel_times
+    from jax_moe.backends import mosaic_gpu, mosaic_gpu_grad
+
+    monkeypatch.setattr(mosaic_gpu_grad, "choose_backward_configs", mosaic_gpu_grad.choose_backward_configs)
+    case = MoECase(TINY, 12, jnp.dtype(jnp.bfloat16))
+    problem, _ = describe(*case.inputs(), moe_type=TINY.moe_type, activation=TINY.activation)
+    block_m = mosaic_gpu.choose_configs(problem)[0].block_m
+    chosen = mosaic_gpu_grad.choose_backward_configs(problem, block_m)
+    kernel_times.override_backward_configs(["down.block_n=192", "contraction.stages=3"])
+    got = mosaic_gpu_grad.choose_backward_configs(problem, block_m)
+    assert got.down == dataclasses.replace(chosen.down, block_n=192) and got.up == chosen.up
+    assert got.contraction == dataclasses.replace(chosen.contraction, stages=3)
 
 
 def test_kernel_breakdown_takes_the_median_call(monkeypatch):
