@@ -31,6 +31,18 @@ class SortedRows(NamedTuple):
     group_sizes: jax.Array
 
 
+class ExpertRanks(NamedTuple):
+    """Each routed row's place among its expert's rows: all that align_to_tiles' aligned layout needs.
+
+    rank:         int32 [T*k]  rows of the same expert before the flat row (token * k + slot);
+                               undefined for out-of-range ids
+    group_sizes:  int32 [E]    rows per expert
+    """
+
+    rank: jax.Array
+    group_sizes: jax.Array
+
+
 # Up to this many routed rows, "auto" ranks rows by comparing all pairs (N^2 compares in fused
 # elementwise + reduce ops) instead of launching XLA's sort and two scatters (or the mosaic_gpu
 # routing kernel and its companions). 1024 rather than 256 (H100, session 12): forward seed qwen3
@@ -160,11 +172,12 @@ def row_count(tokens: int, top_k: int, block_m: int, aligned_experts: int = 0) -
 
 
 def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int,
-                   sorted_rows: SortedRows | None = None, aligned_experts: bool = False) -> TileLayout:
+                   sorted_rows: SortedRows | ExpertRanks | None = None, aligned_experts: bool = False) -> TileLayout:
     """Per-expert counts, the stable sort of the routed rows by expert and the tiles that cover them.
 
     Deterministic; the rows of an expert keep their (token, slot) order. sorted_rows: the sort,
-    when the caller ranked the rows itself (a backend's kernel); else sort_by_expert.
+    when the caller ranked the rows itself (a backend's kernel; ExpertRanks suffice when aligned);
+    else sort_by_expert.
     aligned_experts: every expert starts on the ALIGN_ROWS grid (see TileLayout).
     """
     T, k = topk_ids.shape
@@ -173,18 +186,19 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     rows = row_count(T, k, block_m, num_experts if aligned_experts else 0)
     if sorted_rows is None:
         sorted_rows = sort_by_expert(topk_ids, num_experts)
-    order, rank, counts = sorted_rows.order, sorted_rows.rank, sorted_rows.group_sizes
+    counts = sorted_rows.group_sizes
     expert = flat_experts(topk_ids, num_experts)  # [T*k] per (token, slot) row
     routed = expert < num_experts
     packed_start = jnp.cumsum(counts) - counts  # [E] first row of each expert when compact
     if aligned_experts:
         span = (counts + ALIGN_ROWS - 1) // ALIGN_ROWS * ALIGN_ROWS
         start = jnp.cumsum(span) - span  # [E] first row of each expert
-        shift = start - packed_start  # [E] how far each expert's rows move
+        clipped = jnp.minimum(expert, num_experts - 1)
+        rank = sorted_rows.rank if isinstance(sorted_rows, ExpertRanks) else sorted_rows.rank - packed_start[clipped]
         # Built per (token, slot) row from its rank: no gathers through order, and the tables are
         # scattered to distinct rows (an unrouted row to its own row past the end, dropped).
         index = jnp.arange(n, dtype=jnp.int32)
-        position = rank + shift[jnp.minimum(expert, num_experts - 1)]
+        position = start[clipped] + rank
         target = jnp.where(routed, position, rows + index)
         scatter = lambda values, dtype: jnp.zeros((rows,), dtype).at[target].set(
             values, mode="drop", unique_indices=True)
@@ -194,6 +208,9 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         # consumer of slot_row, e.g. the k-slot sums (52 -> 117 us, H100).
         slot_row = lax.optimization_barrier(jnp.where(routed, position, rows))
     else:
+        if isinstance(sorted_rows, ExpertRanks):
+            raise ValueError("the compact layout needs the sort (SortedRows), not only the ranks")
+        order, rank = sorted_rows.order, sorted_rows.rank
         # Whether a sorted row (out-of-range ones sort last, expert E) is routed, from the experts
         # rather than from their count (one reduction kernel less).
         in_range = sorted_rows.expert < num_experts
@@ -205,28 +222,31 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         slot_row = jnp.where(routed, rank, rows)
     slot_row = slot_row.reshape(T, k)
 
-    aligned = start // ALIGN_ROWS * ALIGN_ROWS
-    expert_tiles = jnp.where(counts > 0, (start + counts - aligned + block_m - 1) // block_m, 0)
+    # Aligned, every start is on the grid: the tiles follow from the counts alone (not from the
+    # starts' cumsum, so that XLA can take both running sums at once).
+    aligned = start if aligned_experts else start // ALIGN_ROWS * ALIGN_ROWS
+    expert_tiles = (counts + block_m - 1) // block_m if aligned_experts else jnp.where(
+        counts > 0, (start + counts - aligned + block_m - 1) // block_m, 0)
     tile_end = jnp.cumsum(expert_tiles)  # [E] first tile past each expert
     tile_first = tile_end - expert_tiles
     # Tile t belongs to the expert whose tiles [tile_first, tile_end) hold it (one at most): each
-    # table is a masked sum over the experts, all of them reductions of one [num_tiles, E] shape
-    # that XLA runs as one kernel (a search for the expert, then gathers by it, took three).
+    # table is a masked sum over the experts (0 for a tile without work), all of them reductions of
+    # one [num_tiles, E] shape that XLA runs as one kernel (a search for the expert, then gathers
+    # by it, took three).
     tile = jnp.arange(num_tiles, dtype=jnp.int32)[:, None]
     member = (tile >= tile_first) & (tile < tile_end)  # [num_tiles, E]
     pick = lambda per_expert: jnp.sum(jnp.where(member, per_expert, 0), axis=1, dtype=jnp.int32)
-    used = jnp.any(member, axis=1)
-    tile_start = pick(aligned + (tile - tile_first) * block_m)
-    lo = jnp.maximum(tile_start, pick(start))
-    hi = jnp.minimum(tile_start + block_m, pick(start + counts))
+    block_start = aligned + (tile - tile_first) * block_m  # [num_tiles, E] the tile's block if e's
+    lo = jnp.maximum(block_start, start) - block_start  # aligned: 0 (every block starts inside e)
+    hi = jnp.minimum(block_start + block_m, start + counts) - block_start
     return TileLayout(
         row_token=row_token,
         row_weight=row_weight,
         slot_row=slot_row,
-        tile_expert=jnp.where(used, pick(jnp.arange(num_experts, dtype=jnp.int32)), -1),
-        tile_start=tile_start,
-        tile_lo=jnp.where(used, lo - tile_start, 0),
-        tile_size=jnp.where(used, hi - lo, 0),
+        tile_expert=pick(jnp.arange(1, num_experts + 1, dtype=jnp.int32)) - 1,
+        tile_start=pick(block_start),
+        tile_lo=jnp.zeros((num_tiles,), jnp.int32) if aligned_experts else pick(lo),
+        tile_size=pick(hi - lo),
         expert_start=start.astype(jnp.int32),
         expert_size=counts,
         tile_end=tile_end.astype(jnp.int32),

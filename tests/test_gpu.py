@@ -249,6 +249,8 @@ def test_mosaic_gpu_routing_kernel_sorts_like_xla(T, k, E):
     want = on_gpu(lambda i: sort_by_expert(i, E, method="argsort"), ids)
     for name, a, b in zip(want._fields, got, want):
         np.testing.assert_array_equal(a, b, err_msg=name)
+    from test_mosaic_gpu import assert_expert_ranks
+    assert_expert_ranks(on_gpu(lambda i: mosaic_gpu_routing.rank_by_expert(i, E), ids), ids, want)
 
 
 @pytest.mark.parametrize("moe_type", ["qwen3", "nomic"])

@@ -550,6 +550,36 @@ def test_routing_kernel_sorts_like_xla(T, k, E):
     want = sort_by_expert(jnp.asarray(ids), E, method="argsort")
     for name, a, b in zip(want._fields, got, want):
         np.testing.assert_array_equal(a, b, err_msg=name)
+    # rank_by_expert (no out-of-range column): each in-range row's place among its expert's rows.
+    ranks = mosaic_gpu_routing.rank_by_expert(jnp.asarray(ids), E, interpret=True)
+    assert_expert_ranks(ranks, ids, want)
+
+
+@pytest.mark.parametrize("T, k, E", [(37, 3, 5), (300, 8, 128), (50, 2, 255)])
+def test_aligned_layout_from_the_routing_kernels_ranks(T, k, E):
+    """align_to_tiles' aligned layout from rank_by_expert's ExpertRanks is XLA's sort's, bitwise;
+    the compact layout refuses ranks alone."""
+    rng = np.random.default_rng(T * E)
+    ids = jnp.asarray(rng.integers(-1, E + 1, size=(T, k)), jnp.int32)
+    weights = jnp.asarray(rng.random((T, k)), jnp.float32)
+    ranks = mosaic_gpu_routing.rank_by_expert(ids, E, interpret=True)
+    got = align_to_tiles(ids, weights, E, 64, sorted_rows=ranks, aligned_experts=True)
+    want = align_to_tiles(ids, weights, E, 64, aligned_experts=True)
+    for name, a, b in zip(want._fields, got, want):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    with pytest.raises(ValueError, match="compact layout needs the sort"):
+        align_to_tiles(ids, weights, E, 64, sorted_rows=ranks)
+
+
+def assert_expert_ranks(ranks, ids, sorted_rows):
+    """ExpertRanks against the sort: rank = sorted position - the expert's first sorted row."""
+    E = sorted_rows.group_sizes.shape[0]
+    flat = np.asarray(ids).reshape(-1)
+    in_range = (flat >= 0) & (flat < E)
+    sizes = np.asarray(sorted_rows.group_sizes)
+    first = (np.cumsum(sizes) - sizes)[flat[in_range]]
+    np.testing.assert_array_equal(np.asarray(ranks.rank)[in_range], np.asarray(sorted_rows.rank)[in_range] - first)
+    np.testing.assert_array_equal(ranks.group_sizes, sizes)
 
 
 def test_routing_kernel_refuses_what_it_cannot_rank():

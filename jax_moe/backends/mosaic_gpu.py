@@ -696,7 +696,8 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
         layout = rows_as_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
-                                sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
+                                sorted_rows=sort_rows(topk_ids, problem, interpret, ranks_only=for_gradients),
+                                aligned_experts=for_gradients)
     if keep_residuals:
         residuals = training_up(layout, x, weights, problem, up_cfg, interpret)
         hw = residuals[0]
@@ -720,12 +721,15 @@ def training_up(layout: TileLayout, x, weights: ExpertWeights, problem: MoEProbl
     return expert_up(layout, xs, weights, problem, cfg, interpret, keep_preactivations=True) + (xs,)
 
 
-def sort_rows(topk_ids, problem: MoEProblem, interpret=False):
+def sort_rows(topk_ids, problem: MoEProblem, interpret=False, ranks_only: bool = False):
     """The rows sorted by expert with the routing kernel (mosaic_gpu_routing), or None (XLA's
-    sort_by_expert) for decode batches, which rank by all-pair compares, or too many experts."""
+    sort_by_expert) for decode batches, which rank by all-pair compares, or too many experts.
+    ranks_only: each row's rank among its expert's rows is enough (align_to_tiles' aligned layout):
+    mosaic_gpu_routing.rank_by_expert, ExpertRanks."""
     if problem.tokens * problem.top_k <= COMPARE_RANK_ROWS or not mosaic_gpu_routing.fits(problem.experts):
         return None
-    return mosaic_gpu_routing.sort_by_expert(topk_ids, problem.experts, interpret)
+    rank = mosaic_gpu_routing.rank_by_expert if ranks_only else mosaic_gpu_routing.sort_by_expert
+    return rank(topk_ids, problem.experts, interpret)
 
 
 def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,

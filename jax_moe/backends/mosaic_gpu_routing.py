@@ -19,16 +19,17 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from jax_moe.backends.mosaic_gpu import interpret_params, tiled_swizzled
-from jax_moe.permutation import SortedRows, flat_experts
+from jax_moe.permutation import ExpertRanks, SortedRows, flat_experts
 
 CHUNK = 64  # rows per CTA: one wgmma M-tile, and the K of the triangular product
 BLOCK = 64  # one-hot columns per wgmma: few registers per block, whatever E is
 MAX_COLUMNS = 512  # one-hot columns (experts + 1 for out-of-range rows)
 
 
-def columns_for(num_experts: int) -> int:
-    """One-hot columns for E experts and the out-of-range column: E + 1 rounded up to BLOCK."""
-    return -(-(num_experts + 1) // BLOCK) * BLOCK
+def columns_for(num_experts: int, out_of_range: bool = True) -> int:
+    """One-hot columns for E experts and, with out_of_range, the column of out-of-range rows: E + 1
+    (or E) rounded up to BLOCK."""
+    return -(-(num_experts + int(out_of_range)) // BLOCK) * BLOCK
 
 
 def fits(num_experts: int) -> bool:
@@ -36,11 +37,12 @@ def fits(num_experts: int) -> bool:
     return columns_for(num_experts) <= MAX_COLUMNS
 
 
-def chunk_ranks(expert: jax.Array, columns: int, interpret=False) -> tuple[jax.Array, jax.Array]:
-    """expert int32 [n] (n a multiple of CHUNK, values in [0, columns)) ->
+def chunk_ranks(ids: jax.Array, num_experts: int, columns: int, interpret=False) -> tuple[jax.Array, jax.Array]:
+    """ids int32 [n] (n a multiple of CHUNK; ids outside [0, num_experts) count as num_experts) ->
     (rank_in_chunk int32 [n]: the rows before it in its chunk with its expert,
-     counts int32 [n // CHUNK, columns]: each chunk's rows per expert)."""
-    n = expert.shape[0]
+     counts int32 [n // CHUNK, columns]: each chunk's rows per expert). Column num_experts (the
+    out-of-range rows) is exact where columns > num_experts, else those rows are in no column."""
+    n = ids.shape[0]
     chunks = n // CHUNK
     blocks = columns // BLOCK
     half = jnp.bfloat16  # 0 / 1 entries and sums below 2^24: exact
@@ -53,6 +55,7 @@ def chunk_ranks(expert: jax.Array, columns: int, interpret=False) -> tuple[jax.A
         lower_smem[...] = plgpu.layout_cast((col < row).astype(jnp.float32), plgpu.Layout.WGMMA).astype(half)
         plgpu.barrier_wait(loaded)
         ids = plgpu.load(ids_smem, layout=plgpu.Layout.WGMMA.reduce(1))
+        ids = jnp.where((ids >= 0) & (ids < num_experts), ids, num_experts)
         rank = jnp.zeros((CHUNK,), jnp.float32)
         for b in range(blocks):  # one-hot columns [b * BLOCK, (b + 1) * BLOCK)
             column = plgpu.layout_cast(lax.broadcasted_iota(jnp.int32, (CHUNK, BLOCK), 1), plgpu.Layout.WGMMA)
@@ -86,29 +89,54 @@ def chunk_ranks(expert: jax.Array, columns: int, interpret=False) -> tuple[jax.A
         kernel_name="jax_moe_chunk_ranks",
         interpret=interpret_params(interpret),
     )
-    return kernel(expert)
+    return kernel(ids)
+
+
+def _chunk_ranks_of(topk_ids: jax.Array, num_experts: int, out_of_range: bool, interpret: bool):
+    """chunk_ranks over the flattened routing table: (rank_in_chunk [n], counts [chunks, columns]),
+    the out-of-range rows' column only with out_of_range."""
+    if not fits(num_experts):
+        raise ValueError(f"{num_experts} experts need {columns_for(num_experts)} one-hot columns; "
+                         f"the kernel takes {MAX_COLUMNS}")
+    n = topk_ids.size
+    if n == 0:
+        raise ValueError("no routed rows: the routing kernel needs T * k >= 1")
+    padded = -(-n // CHUNK) * CHUNK
+    # The kernel reads the ids as they are (it maps out-of-range ones to column E itself: no XLA
+    # kernel before it where n is a multiple of CHUNK); padding rows come after the real rows, out
+    # of range: their ranks are >= n.
+    ids = jnp.pad(topk_ids.reshape(-1).astype(jnp.int32), (0, padded - n), constant_values=num_experts)
+    rank_in_chunk, counts = chunk_ranks(ids, num_experts, columns_for(num_experts, out_of_range), interpret)
+    return rank_in_chunk[:n], counts
 
 
 def sort_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> SortedRows:
     """jax_moe.permutation.sort_by_expert (stable; out-of-range ids last and uncounted), ranked by
     chunk_ranks. Needs fits(num_experts)."""
-    if not fits(num_experts):
-        raise ValueError(f"{num_experts} experts need {columns_for(num_experts)} one-hot columns; "
-                         f"the kernel takes {MAX_COLUMNS}")
+    rank_in_chunk, counts = _chunk_ranks_of(topk_ids, num_experts, True, interpret)
     expert = flat_experts(topk_ids, num_experts)
     n = expert.shape[0]
-    if n == 0:
-        raise ValueError("no routed rows: the routing kernel needs T * k >= 1")
-    padded = -(-n // CHUNK) * CHUNK
-    # Padding rows take the out-of-range column after the real rows: their ranks are >= n.
-    rank_in_chunk, counts = chunk_ranks(jnp.pad(expert, (0, padded - n), constant_values=num_experts),
-                                        columns_for(num_experts), interpret)
-    totals = jnp.sum(counts, axis=0)
+    through = jnp.cumsum(counts, axis=0)  # [chunks, columns] rows up to each chunk's end
+    totals = through[-1]  # the column sums, from the running sums (no reduction kernel of its own)
     expert_start = jnp.cumsum(totals) - totals
-    chunk_start = expert_start + jnp.cumsum(counts, axis=0) - counts  # [chunks, columns]
+    chunk_start = expert_start + through - counts  # [chunks, columns]
     index = jnp.arange(n, dtype=jnp.int32)
-    rank = chunk_start[index // CHUNK, expert] + rank_in_chunk[:n]
+    rank = chunk_start[index // CHUNK, expert] + rank_in_chunk
     # rank is a permutation of 0..n-1: every element is written, so any int32 [n] buffer serves as
     # the scatter's operand; rank_in_chunk's is dead by now (no zero fill, no copy).
-    order = rank_in_chunk[:n].at[rank].set(index, unique_indices=True)
+    order = rank_in_chunk.at[rank].set(index, unique_indices=True)
     return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=totals[:num_experts])
+
+
+def rank_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> ExpertRanks:
+    """Each in-range row's rank among its expert's rows, ranked by chunk_ranks without the
+    out-of-range rows' column (E = 128: two blocks of one-hot columns instead of three) and without
+    the experts' starts (align_to_tiles' aligned layout places the rows from these ranks). Needs
+    fits(num_experts)."""
+    rank_in_chunk, counts = _chunk_ranks_of(topk_ids, num_experts, False, interpret)
+    expert = jnp.minimum(flat_experts(topk_ids, num_experts), num_experts - 1)  # out of range: any column
+    through = jnp.cumsum(counts, axis=0)  # [chunks, columns] rows up to each chunk's end
+    before = through - counts  # rows in the chunks before
+    index = jnp.arange(expert.shape[0], dtype=jnp.int32)
+    return ExpertRanks(rank=before[index // CHUNK, expert] + rank_in_chunk,
+                       group_sizes=through[-1, :num_experts])
