@@ -195,6 +195,33 @@ def test_down_backward_reads_and_stores_the_cotangent_rows(hidden, alternate):
         np.testing.assert_array_equal(as_f32(got)[routed], as_f32(want)[routed])
 
 
+def test_down_backward_on_192_column_items():
+    """down_backward on 192-column alternate items (three 64-column staging chunks a consumer, g, u
+    fetched per chunk; I = 384: two n-blocks) gives the 128-column items' dg, du within one bf16 ulp
+    (interpret mode's XLA:CPU dots may round the f32 sums apart) and their row dots f32-close, without
+    races."""
+    args, kwargs = make_case(5, 40, 128, 384, 3, 2, dtype=jnp.bfloat16, biases=True)
+    problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
+    x, _, _, _, w, ids = args
+    up_cfg = mosaic_gpu.choose_configs(problem)[0]
+    cfg = dataclasses.replace(mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m).down, alternate=True,
+                              staging_chunks=1, consumers=2)
+    layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m, aligned_experts=True)
+    xs = x[layout.row_token]
+    _, pre = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, True, keep_preactivations=True)
+    params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
+    run = lambda block_n, interpret: mosaic_gpu_grad.down_backward(
+        layout, jnp.cos(3 * xs), pre, weights, problem, dataclasses.replace(cfg, block_n=block_n), interpret)
+    (dg, du), row_dot = run(192, params)
+    assert not interpret_pallas_call.get_races().races_found
+    (want_dg, want_du), want_dot = run(128, True)
+    routed = np.asarray(layout.slot_row).ravel()
+    as_f32 = lambda a: np.asarray(a, np.float32)[routed]
+    for got, want in ((dg, want_dg), (du, want_du)):
+        np.testing.assert_allclose(as_f32(got), as_f32(want), rtol=2**-7, atol=0)
+    np.testing.assert_allclose(as_f32(row_dot), as_f32(want_dot), rtol=1e-5, atol=1e-5)
+
+
 def test_outputs_staged_in_rounds():
     """expert_down stages a consumer's 256 output columns (consumers on alternate items) one
     64-column chunk at a time (four rounds through the SMEM staging): bitwise the output of

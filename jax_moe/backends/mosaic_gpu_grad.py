@@ -129,10 +129,14 @@ def choose_backward_configs(problem: MoEProblem, block_m: int) -> BackwardConfig
     4 stages, as many bytes in flight as 7 of 128 columns; each dout row block read from L2 half as
     often): down_backward 326.8 -> 309.7-310.7 us in the step, the step 2065.0-2068.1 ->
     2050.2-2050.4 us (alone: 312.8 -> 289.9; M-tile bands of 2, 8: 302.4, 288.0).
+    Session 32 (an H100): 192-column alternate items where they divide I (Qwen3-30B-A3B: 4 n-blocks
+    of 768 against 3), finer rounds of items (session 29: its time steps ~19 us a round of 256-column
+    items): down_backward 358.0-360.3 -> 340.5-341.8 us in the step, the step -18 to -21 us.
     """
     alternate = mosaic_gpu.alternate_items(problem)
+    down_n = (192 if problem.intermediate % 192 == 0 else 256) if alternate else 128
     return BackwardConfigs(
-        down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, 256 if alternate else 128,
+        down=dataclasses.replace(mosaic_gpu.gemm_config(block_m, problem.intermediate, down_n,
                                                         stages=7, staging_chunks=int(alternate), alternate=alternate),
                                  tile_width=4),
         up=mosaic_gpu.gemm_config(block_m, problem.hidden, 256, staging_chunks=1, alternate=alternate),
