@@ -7,21 +7,11 @@
 # On main: scripts/gpu-ab prepare f43da3c; run with carry [".whl", "out/ab"] (~9.5 min with the defaults).
 cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
 START=$(date +%s)
-[ -d /tmp/site/tokamax ] || SKIP_TESTS=1 SKIP_BENCH=1 scripts/gpu-check > $OUT/setup.log 2>&1
-nvidia-smi --query-gpu=name,clocks.max.sm --format=csv,noheader | tee $OUT/gpu.txt
+[ -d /tmp/site/tokamax ] || SKIP_TESTS=1 SKIP_BENCH=1 scripts/gpu-check > $OUT/setup.log 2>&1  # writes gpu.txt
 export PYTHONUNBUFFERED=1
 END_S=$(( ${AB_S:-390} - $(date +%s) + START )) VARIANTS=${VARIANTS---backward-config down.tile_width=8} \
   ROUNDS=${ROUNDS:-2} scripts/gpu-ab run --grad --calls 9 qwen3_30b_a3b:4096 > /dev/null
 grep -E "^##|step|jax_moe" $OUT/ab.log > $OUT/summary.log
-left=$(( START + ${END_S:-570} - $(date +%s) ))
 g=gradients_on_benchmark_shapes
-n=0
-for k in "routing_kernel or compiled_contraction" "$g and 4096 and qwen3_30b_a3b" "$g and 4096 and olmoe" \
-         "$g and 4096 and seed" "$g and 333" "$g and 5-"; do
-  n=$((n + 1))
-  [ $left -gt 30 ] && XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONPATH=/tmp/site:$PWD timeout $left \
-    python3 -m pytest -q -rfE -p no:cacheprovider -m gpu tests/test_gpu.py -k "$k" > "$OUT/tests-$n.log" 2>&1 &
-done
-wait
-for f in $OUT/tests-*.log; do echo "$f: $(tail -n 1 $f)"; done > $OUT/tests.txt
-echo "done at $(( $(date +%s) - START )) s" >> $OUT/tests.txt
+END_S=$(( START + ${END_S:-570} - $(date +%s) )) scripts/gpu-ab tests "routing_kernel or compiled_contraction" \
+  "$g and 4096 and qwen3_30b_a3b" "$g and 4096 and olmoe" "$g and 4096 and seed" "$g and 333" "$g and 5-"
