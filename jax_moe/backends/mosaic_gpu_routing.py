@@ -92,9 +92,12 @@ def chunk_ranks(ids: jax.Array, num_experts: int, columns: int, interpret=False)
     return kernel(ids)
 
 
-def _chunk_ranks_of(topk_ids: jax.Array, num_experts: int, out_of_range: bool, interpret: bool):
-    """chunk_ranks over the flattened routing table: (rank_in_chunk [n], counts [chunks, columns]),
-    the out-of-range rows' column only with out_of_range."""
+def _ranks_within_columns(topk_ids: jax.Array, num_experts: int, out_of_range: bool, interpret: bool):
+    """chunk_ranks over the flattened routing table ->
+    (column int32 [n]: each row's one-hot column, its expert, or with out_of_range E for out-of-range
+     ids (else E - 1: their ranks are undefined),
+     within int32 [n]: the rows before it with its column, in all chunks,
+     totals int32 [columns]: the rows per column)."""
     if not fits(num_experts):
         raise ValueError(f"{num_experts} experts need {columns_for(num_experts)} one-hot columns; "
                          f"the kernel takes {MAX_COLUMNS}")
@@ -107,24 +110,24 @@ def _chunk_ranks_of(topk_ids: jax.Array, num_experts: int, out_of_range: bool, i
     # of range: their ranks are >= n.
     ids = jnp.pad(topk_ids.reshape(-1).astype(jnp.int32), (0, padded - n), constant_values=num_experts)
     rank_in_chunk, counts = chunk_ranks(ids, num_experts, columns_for(num_experts, out_of_range), interpret)
-    return rank_in_chunk[:n], counts
+    column = flat_experts(topk_ids, num_experts)
+    if not out_of_range:
+        column = jnp.minimum(column, num_experts - 1)
+    through = jnp.cumsum(counts, axis=0)  # [chunks, columns] rows up to each chunk's end
+    index = jnp.arange(n, dtype=jnp.int32)
+    within = (through - counts)[index // CHUNK, column] + rank_in_chunk[:n]
+    # The column sums are the running sums' last row (no reduction kernel of their own).
+    return column, within, through[-1]
 
 
 def sort_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> SortedRows:
     """jax_moe.permutation.sort_by_expert (stable; out-of-range ids last and uncounted), ranked by
     chunk_ranks. Needs fits(num_experts)."""
-    rank_in_chunk, counts = _chunk_ranks_of(topk_ids, num_experts, True, interpret)
-    expert = flat_experts(topk_ids, num_experts)
-    n = expert.shape[0]
-    through = jnp.cumsum(counts, axis=0)  # [chunks, columns] rows up to each chunk's end
-    totals = through[-1]  # the column sums, from the running sums (no reduction kernel of its own)
-    expert_start = jnp.cumsum(totals) - totals
-    chunk_start = expert_start + through - counts  # [chunks, columns]
-    index = jnp.arange(n, dtype=jnp.int32)
-    rank = chunk_start[index // CHUNK, expert] + rank_in_chunk
+    expert, within, totals = _ranks_within_columns(topk_ids, num_experts, True, interpret)
+    rank = jnp.cumsum(totals)[expert] - totals[expert] + within
     # rank is a permutation of 0..n-1: every element is written, so any int32 [n] buffer serves as
-    # the scatter's operand; rank_in_chunk's is dead by now (no zero fill, no copy).
-    order = rank_in_chunk.at[rank].set(index, unique_indices=True)
+    # the scatter's operand; within's is dead by now (no zero fill, no copy).
+    order = within.at[rank].set(jnp.arange(rank.shape[0], dtype=jnp.int32), unique_indices=True)
     return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=totals[:num_experts])
 
 
@@ -133,10 +136,5 @@ def rank_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> Ex
     out-of-range rows' column (E = 128: two blocks of one-hot columns instead of three) and without
     the experts' starts (align_to_tiles' aligned layout places the rows from these ranks). Needs
     fits(num_experts)."""
-    rank_in_chunk, counts = _chunk_ranks_of(topk_ids, num_experts, False, interpret)
-    expert = jnp.minimum(flat_experts(topk_ids, num_experts), num_experts - 1)  # out of range: any column
-    through = jnp.cumsum(counts, axis=0)  # [chunks, columns] rows up to each chunk's end
-    before = through - counts  # rows in the chunks before
-    index = jnp.arange(expert.shape[0], dtype=jnp.int32)
-    return ExpertRanks(rank=before[index // CHUNK, expert] + rank_in_chunk,
-                       group_sizes=through[-1, :num_experts])
+    _, within, totals = _ranks_within_columns(topk_ids, num_experts, False, interpret)
+    return ExpertRanks(rank=within, group_sizes=totals[:num_experts])
