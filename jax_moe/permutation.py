@@ -204,7 +204,7 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
             values, mode="drop", unique_indices=True)
         row_token = scatter(index // k, jnp.int32)
         row_weight = scatter(topk_weights.reshape(-1).astype(jnp.float32), jnp.float32)
-        # Behind a barrier: XLA would fuse this gather (and the cumsum behind shift) into every
+        # Behind a barrier: XLA would fuse this gather (and the cumsum behind start) into every
         # consumer of slot_row, e.g. the k-slot sums (52 -> 117 us, H100).
         slot_row = lax.optimization_barrier(jnp.where(routed, position, rows))
     else:
