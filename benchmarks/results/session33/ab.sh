@@ -9,9 +9,9 @@
 #   bash benchmarks/results/session33/ab.sh tests   (~8 min) the gradient tests: T=4096 Qwen3-30B-A3B and
 #       OLMoE in ONE process (side by side they ran out of an 80 GB card's memory, session 33), T=333 and
 #       T=5 in another.
-# Before: git checkout slot-dots (or on main: git apply benchmarks/results/session33/layout-ffi.patch, commit,
-# git apply benchmarks/results/session33/slot-dots.patch), then scripts/gpu-ab prepare main layout-ffi
-# (layout-ffi: the branch, or that commit); carry [".whl", "out/ab"] in both calls.
+# Before: git checkout slot-dots (or from main: git checkout -b layout-ffi, git apply
+# benchmarks/results/session33/layout-ffi.patch, commit, git apply benchmarks/results/session33/slot-dots.patch),
+# then scripts/gpu-ab prepare main layout-ffi; carry [".whl", "out/ab"] in both calls.
 cd "$(git rev-parse --show-toplevel 2>/dev/null || pwd)"
 START=$(date +%s)
 [ -d /tmp/site/tokamax ] || SKIP_TESTS=1 SKIP_BENCH=1 scripts/gpu-check > $OUT/setup.log 2>&1  # writes gpu.txt
