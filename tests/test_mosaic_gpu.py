@@ -200,14 +200,8 @@ def test_down_backward_on_192_column_items():
     fetched per chunk; I = 384: two n-blocks) gives the 128-column items' dg, du within one bf16 ulp
     (interpret mode's XLA:CPU dots may round the f32 sums apart) and their row dots f32-close, without
     races."""
-    args, kwargs = make_case(5, 40, 128, 384, 3, 2, dtype=jnp.bfloat16, biases=True)
-    problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
-    x, _, _, _, w, ids = args
-    up_cfg = mosaic_gpu.choose_configs(problem)[0]
-    cfg = dataclasses.replace(mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m).down, alternate=True,
-                              staging_chunks=1, consumers=2)
-    layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m, aligned_experts=True)
-    xs = x[layout.row_token]
+    problem, weights, up_cfg, cfgs, layout, xs = qwen3_kernel_case(40, 128, 384, seed=5, aligned_experts=True)
+    cfg = dataclasses.replace(cfgs.down, alternate=True, staging_chunks=1, consumers=2)
     _, pre = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, True, keep_preactivations=True)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
     run = lambda block_n, interpret: mosaic_gpu_grad.down_backward(
@@ -259,15 +253,16 @@ def test_alternate_items_policy(shape, T, alternate):
     assert down.staging_chunks == int(T * s.top_k > 64)
 
 
-def qwen3_kernel_case(T, H, I, E=3, k=2, seed=3):
+def qwen3_kernel_case(T, H, I, E=3, k=2, seed=3, aligned_experts=False):
     """A bf16 qwen3 problem with biases for the kernels alone: (problem, weights, expert_up's
-    config, the backward configs, the TileLayout, x gathered into sorted rows)."""
+    config, the backward configs, the TileLayout (aligned_experts: the training layout), x gathered
+    into sorted rows)."""
     args, kwargs = make_case(seed, T, H, I, E, k, dtype=jnp.bfloat16, biases=True)
     problem, weights = describe(*args, moe_type="qwen3", activation="silu", interpret=True, **kwargs)
     up_cfg, _ = mosaic_gpu.choose_configs(problem)
     cfgs = mosaic_gpu_grad.choose_backward_configs(problem, up_cfg.block_m)
     x, _, _, _, w, ids = args
-    layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m)
+    layout = align_to_tiles(ids, w, problem.experts, up_cfg.block_m, aligned_experts=aligned_experts)
     return problem, weights, up_cfg, cfgs, layout, x[layout.row_token]
 
 
