@@ -168,3 +168,18 @@ def test_tune_contraction_parses_its_configs():
     assert parse_config("128x128x64x5x1") == ContractionConfig(128, 128, 64, 5, 1)
     assert parse_config("128x256x64x4x2x1xc") == ContractionConfig(128, 256, 64, 4, 2, 1, cooperative=True)
     assert parse_config("128x128x64x6x2x0") == ContractionConfig(128, 128, 64, 6, 2, 0)
+
+
+def test_compiled_kernels_lists_the_launching_ops():
+    """compiled_kernels.launching_ops on compiled HLO text: fusions and custom calls in order, a
+    Pallas kernel by its name, no parameters, tuples or constants."""
+    from benchmarks import compiled_kernels
+
+    hlo = jax.jit(lambda x: (jnp.sin(x) * 2).sum(axis=0)).lower(jnp.ones((8, 128))).compile().as_text()
+    ops = compiled_kernels.launching_ops(hlo)
+    assert ops and all(op.split()[0] not in {"parameter", "tuple", "constant"} for op, _, _ in ops)
+    assert any(op.startswith("fusion") for op, _, _ in ops)
+    kernel = ('\nENTRY %main.1 (p: f32[8]) -> f32[8] {\n  %p = f32[8]{0} parameter(0)\n'
+              '  ROOT %mpmd_map.3 = f32[8]{0} custom-call(%p), custom_call_target="mosaic_gpu_v2", '
+              'metadata={op_name="jit(f)/jax_moe_expert_up/mpmd_map"}\n}\n')
+    assert compiled_kernels.launching_ops(kernel) == [("custom-call mosaic_gpu_v2", "jax_moe_expert_up", "f32[8]{0}")]
