@@ -15,11 +15,14 @@ import pathlib
 import jax
 
 TOPK_SOFTMAX_TARGET = "jax_moe_topk_softmax"
+ALIGNED_LAYOUT_TARGET = "jax_moe_aligned_layout"
 
 _LIBRARIES = {
-    # platform: (file name, handler symbol)
-    "cpu": ("libjax_moe_cpu.so", "JaxMoeTopkSoftmaxCpu"),
-    "CUDA": ("libjax_moe_cuda.so", "JaxMoeTopkSoftmaxCuda"),
+    # platform: (file name, {target: handler symbol})
+    "cpu": ("libjax_moe_cpu.so", {TOPK_SOFTMAX_TARGET: "JaxMoeTopkSoftmaxCpu",
+                                  ALIGNED_LAYOUT_TARGET: "JaxMoeAlignedLayoutCpu"}),
+    "CUDA": ("libjax_moe_cuda.so", {TOPK_SOFTMAX_TARGET: "JaxMoeTopkSoftmaxCuda",
+                                    ALIGNED_LAYOUT_TARGET: "JaxMoeAlignedLayoutCuda"}),
 }
 
 
@@ -51,14 +54,13 @@ def find_library(platform: str) -> pathlib.Path | None:
 def registered_platforms() -> frozenset[str]:
     """Registers every handler library found; returns the platforms that have a handler."""
     platforms = set()
-    for platform, (_, symbol) in _LIBRARIES.items():
+    for platform, (_, symbols) in _LIBRARIES.items():
         path = find_library(platform)
         if path is None:
             continue
         library = ctypes.cdll.LoadLibrary(str(path))
-        jax.ffi.register_ffi_target(
-            TOPK_SOFTMAX_TARGET, jax.ffi.pycapsule(getattr(library, symbol)), platform=platform
-        )
+        for target, symbol in symbols.items():
+            jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(library, symbol)), platform=platform)
         platforms.add(platform)
     if "cpu" not in platforms:
         raise ImportError(
