@@ -31,18 +31,6 @@ class SortedRows(NamedTuple):
     group_sizes: jax.Array
 
 
-class ExpertRanks(NamedTuple):
-    """Each routed row's place among its expert's rows: all that align_to_tiles' aligned layout needs.
-
-    rank:         int32 [T*k]  rows of the same expert before the flat row (token * k + slot);
-                               undefined for out-of-range ids
-    group_sizes:  int32 [E]    rows per expert
-    """
-
-    rank: jax.Array
-    group_sizes: jax.Array
-
-
 # Up to this many routed rows, "auto" ranks rows by comparing all pairs (N^2 compares in fused
 # elementwise + reduce ops) instead of launching XLA's sort and two scatters (or the mosaic_gpu
 # routing kernel and its companions). 1024 rather than 256 (H100, session 12): forward seed qwen3
@@ -172,12 +160,11 @@ def row_count(tokens: int, top_k: int, block_m: int, aligned_experts: int = 0) -
 
 
 def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int,
-                   sorted_rows: SortedRows | ExpertRanks | None = None, aligned_experts: bool = False) -> TileLayout:
+                   sorted_rows: SortedRows | None = None, aligned_experts: bool = False) -> TileLayout:
     """Per-expert counts, the stable sort of the routed rows by expert and the tiles that cover them.
 
     Deterministic; the rows of an expert keep their (token, slot) order. sorted_rows: the sort,
-    when the caller ranked the rows itself (a backend's kernel; ExpertRanks suffice when aligned);
-    else sort_by_expert.
+    when the caller sorted the rows itself (a backend's kernel); else sort_by_expert.
     aligned_experts: every expert starts on the ALIGN_ROWS grid (see TileLayout).
     """
     T, k = topk_ids.shape
@@ -194,7 +181,7 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         span = (counts + ALIGN_ROWS - 1) // ALIGN_ROWS * ALIGN_ROWS
         start = jnp.cumsum(span) - span  # [E] first row of each expert
         clipped = jnp.minimum(expert, num_experts - 1)
-        rank = sorted_rows.rank if isinstance(sorted_rows, ExpertRanks) else sorted_rows.rank - packed_start[clipped]
+        rank = sorted_rows.rank - packed_start[clipped]
         # Built per (token, slot) row from its rank: no gathers through order, and the tables are
         # scattered to distinct rows (an unrouted row to its own row past the end, dropped).
         index = jnp.arange(n, dtype=jnp.int32)
@@ -208,8 +195,6 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         # consumer of slot_row, e.g. the k-slot sums (52 -> 117 us, H100).
         slot_row = lax.optimization_barrier(jnp.where(routed, position, rows))
     else:
-        if isinstance(sorted_rows, ExpertRanks):
-            raise ValueError("the compact layout needs the sort (SortedRows), not only the ranks")
         order, rank = sorted_rows.order, sorted_rows.rank
         # Whether a sorted row (out-of-range ones sort last, expert E) is routed, from the experts
         # rather than from their count (one reduction kernel less).

@@ -241,7 +241,8 @@ def test_compiled_contraction_multiplies_each_experts_rows_only(aligned):
                                      (5000, 4, 511)])
 def test_mosaic_gpu_routing_kernel_sorts_like_xla(T, k, E):
     """The compiled routing kernel (one-hot wgmma ranks) gives XLA's stable sort by expert, with
-    out-of-range ids, a partial last chunk and up to 8 blocks of one-hot columns."""
+    out-of-range ids, a partial last chunk and up to 8 blocks of one-hot columns; with the FFI
+    call's CUDA kernels after it, align_to_tiles' aligned (training) layout, bitwise."""
     from jax_moe.backends import mosaic_gpu_routing
     from jax_moe.permutation import sort_by_expert
     ids = jnp.asarray(np.random.default_rng(T + k + E).integers(-1, E + 1, size=(T, k)), jnp.int32)
@@ -249,8 +250,15 @@ def test_mosaic_gpu_routing_kernel_sorts_like_xla(T, k, E):
     want = on_gpu(lambda i: sort_by_expert(i, E, method="argsort"), ids)
     for name, a, b in zip(want._fields, got, want):
         np.testing.assert_array_equal(a, b, err_msg=name)
-    from test_mosaic_gpu import assert_expert_ranks
-    assert_expert_ranks(on_gpu(lambda i: mosaic_gpu_routing.rank_by_expert(i, E), ids), ids, want)
+    # The training layout: the routing kernel's ranks, then the FFI call's CUDA kernels.
+    from jax_moe.permutation import align_to_tiles
+    weights = jnp.asarray(np.random.default_rng(E).random((T, k)), jnp.float32)
+    for block_m in (64, 128):
+        layout = on_gpu(lambda i, w: mosaic_gpu_routing.aligned_layout(i, w, E, block_m), ids, weights)
+        expected = on_gpu(lambda i, w: align_to_tiles(i, w, E, block_m, aligned_experts=True), ids, weights)
+        for name, a, b in zip(expected._fields, layout, expected):
+            if b is not None:
+                np.testing.assert_array_equal(a, b, err_msg=f"{name} block_m={block_m}")
 
 
 @pytest.mark.parametrize("moe_type", ["qwen3", "nomic"])

@@ -572,36 +572,27 @@ def test_routing_kernel_sorts_like_xla(T, k, E):
     want = sort_by_expert(jnp.asarray(ids), E, method="argsort")
     for name, a, b in zip(want._fields, got, want):
         np.testing.assert_array_equal(a, b, err_msg=name)
-    # rank_by_expert (no out-of-range column): each in-range row's place among its expert's rows.
-    ranks = mosaic_gpu_routing.rank_by_expert(jnp.asarray(ids), E, interpret=True)
-    assert_expert_ranks(ranks, ids, want)
 
 
-@pytest.mark.parametrize("T, k, E", [(37, 3, 5), (300, 8, 128), (50, 2, 255)])
-def test_aligned_layout_from_the_routing_kernels_ranks(T, k, E):
-    """align_to_tiles' aligned layout from rank_by_expert's ExpertRanks is XLA's sort's, bitwise;
-    the compact layout refuses ranks alone."""
-    rng = np.random.default_rng(T * E)
-    ids = jnp.asarray(rng.integers(-1, E + 1, size=(T, k)), jnp.int32)
+@pytest.mark.parametrize("T, k, E, block_m", [(1, 1, 1, 64), (1, 8, 128, 64), (37, 3, 5, 64), (64, 4, 3, 128),
+                                              (300, 8, 128, 64), (50, 2, 255, 64), (40, 8, 8, 64), (90, 5, 511, 64)])
+def test_aligned_layout_is_xlas(T, k, E, block_m):
+    """mosaic_gpu_routing.aligned_layout (the routing kernel's ranks, then the FFI call's CPU
+    handler) is align_to_tiles' aligned layout from XLA's sort, bitwise: out-of-range ids, empty
+    experts, k = E, a partial last chunk, E not a power of two, up to 511 experts."""
+    rng = np.random.default_rng(T * E + k)
+    ids = rng.integers(-1, E + 1, size=(T, k))
+    if k == E:  # every expert once a token, in a shuffled order
+        ids = rng.permuted(np.tile(np.arange(E), (T, 1)), axis=1)
+    ids = jnp.asarray(ids, jnp.int32)
     weights = jnp.asarray(rng.random((T, k)), jnp.float32)
-    ranks = mosaic_gpu_routing.rank_by_expert(ids, E, interpret=True)
-    got = align_to_tiles(ids, weights, E, 64, sorted_rows=ranks, aligned_experts=True)
-    want = align_to_tiles(ids, weights, E, 64, aligned_experts=True)
+    got = mosaic_gpu_routing.aligned_layout(ids, weights, E, block_m, interpret=True)
+    want = align_to_tiles(ids, weights, E, block_m, aligned_experts=True)
     for name, a, b in zip(want._fields, got, want):
-        np.testing.assert_array_equal(a, b, err_msg=name)
-    with pytest.raises(ValueError, match="compact layout needs the sort"):
-        align_to_tiles(ids, weights, E, 64, sorted_rows=ranks)
-
-
-def assert_expert_ranks(ranks, ids, sorted_rows):
-    """ExpertRanks against the sort: rank = sorted position - the expert's first sorted row."""
-    E = sorted_rows.group_sizes.shape[0]
-    flat = np.asarray(ids).reshape(-1)
-    in_range = (flat >= 0) & (flat < E)
-    sizes = np.asarray(sorted_rows.group_sizes)
-    first = (np.cumsum(sizes) - sizes)[flat[in_range]]
-    np.testing.assert_array_equal(np.asarray(ranks.rank)[in_range], np.asarray(sorted_rows.rank)[in_range] - first)
-    np.testing.assert_array_equal(ranks.group_sizes, sizes)
+        if b is None:
+            assert a is None, name
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=name)
 
 
 def test_routing_kernel_refuses_what_it_cannot_rank():
@@ -609,6 +600,8 @@ def test_routing_kernel_refuses_what_it_cannot_rank():
         mosaic_gpu_routing.sort_by_expert(jnp.zeros((4, 2), jnp.int32), 512, interpret=True)
     with pytest.raises(ValueError, match="no routed rows"):
         mosaic_gpu_routing.sort_by_expert(jnp.zeros((0, 2), jnp.int32), 8, interpret=True)
+    with pytest.raises(ValueError, match="one-hot columns"):
+        mosaic_gpu_routing.aligned_layout(jnp.zeros((4, 2), jnp.int32), jnp.ones((4, 2)), 512, 64, interpret=True)
 
 
 def test_forward_with_the_routing_kernel():

@@ -694,10 +694,11 @@ def forward(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProbl
         raise ValueError(f"both kernels tile the same rows: block_m {up_cfg.block_m} != {down_cfg.block_m}")
     if T == 1 and not for_gradients:
         layout = rows_as_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m)
+    elif for_gradients and routing_kernel_ranks(problem):
+        layout = mosaic_gpu_routing.aligned_layout(topk_ids, topk_weights, problem.experts, up_cfg.block_m, interpret)
     else:
         layout = align_to_tiles(topk_ids, topk_weights, problem.experts, up_cfg.block_m,
-                                sorted_rows=sort_rows(topk_ids, problem, interpret, ranks_only=for_gradients),
-                                aligned_experts=for_gradients)
+                                sorted_rows=sort_rows(topk_ids, problem, interpret), aligned_experts=for_gradients)
     if keep_residuals:
         residuals = training_up(layout, x, weights, problem, up_cfg, interpret)
         hw = residuals[0]
@@ -721,15 +722,18 @@ def training_up(layout: TileLayout, x, weights: ExpertWeights, problem: MoEProbl
     return expert_up(layout, xs, weights, problem, cfg, interpret, keep_preactivations=True) + (xs,)
 
 
-def sort_rows(topk_ids, problem: MoEProblem, interpret=False, ranks_only: bool = False):
+def routing_kernel_ranks(problem: MoEProblem) -> bool:
+    """Whether the routing kernel (mosaic_gpu_routing) ranks the rows: past the decode sizes, which
+    rank by all-pair compares, where its one-hot columns fit the experts."""
+    return problem.tokens * problem.top_k > COMPARE_RANK_ROWS and mosaic_gpu_routing.fits(problem.experts)
+
+
+def sort_rows(topk_ids, problem: MoEProblem, interpret=False):
     """The rows sorted by expert with the routing kernel (mosaic_gpu_routing), or None (XLA's
-    sort_by_expert) for decode batches, which rank by all-pair compares, or too many experts.
-    ranks_only: each row's rank among its expert's rows is enough (align_to_tiles' aligned layout):
-    mosaic_gpu_routing.rank_by_expert, ExpertRanks."""
-    if problem.tokens * problem.top_k <= COMPARE_RANK_ROWS or not mosaic_gpu_routing.fits(problem.experts):
+    sort_by_expert) where it does not rank them."""
+    if not routing_kernel_ranks(problem):
         return None
-    rank = mosaic_gpu_routing.rank_by_expert if ranks_only else mosaic_gpu_routing.sort_by_expert
-    return rank(topk_ids, problem.experts, interpret)
+    return mosaic_gpu_routing.sort_by_expert(topk_ids, problem.experts, interpret)
 
 
 def run(x, weights: ExpertWeights, topk_weights, topk_ids, problem: MoEProblem, interpret=False,

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
 from jax_moe.backends.mosaic_gpu import interpret_params, tiled_swizzled
-from jax_moe.permutation import ExpertRanks, SortedRows, flat_experts
+from jax_moe import _ffi
+from jax_moe.permutation import SortedRows, TileLayout, flat_experts, row_count, tile_count
 
 CHUNK = 64  # rows per CTA: one wgmma M-tile, and the K of the triangular product
 BLOCK = 64  # one-hot columns per wgmma: few registers per block, whatever E is
@@ -92,12 +94,9 @@ def chunk_ranks(ids: jax.Array, num_experts: int, columns: int, interpret=False)
     return kernel(ids)
 
 
-def _ranks_within_columns(topk_ids: jax.Array, num_experts: int, out_of_range: bool, interpret: bool):
-    """chunk_ranks over the flattened routing table ->
-    (column int32 [n]: each row's one-hot column, its expert, or with out_of_range E for out-of-range
-     ids (else E - 1: their ranks are undefined),
-     within int32 [n]: the rows before it with its column, in all chunks,
-     totals int32 [columns]: the rows per column)."""
+def _rank_in_chunks(topk_ids: jax.Array, num_experts: int, out_of_range: bool, interpret: bool):
+    """chunk_ranks over the flattened routing table [n], padded to whole chunks with out-of-range
+    rows after the real ones; with out_of_range, out-of-range ids have a column of their own."""
     if not fits(num_experts):
         raise ValueError(f"{num_experts} experts need {columns_for(num_experts)} one-hot columns; "
                          f"the kernel takes {MAX_COLUMNS}")
@@ -106,24 +105,21 @@ def _ranks_within_columns(topk_ids: jax.Array, num_experts: int, out_of_range: b
         raise ValueError("no routed rows: the routing kernel needs T * k >= 1")
     padded = -(-n // CHUNK) * CHUNK
     # The kernel reads the ids as they are (it maps out-of-range ones to column E itself: no XLA
-    # kernel before it where n is a multiple of CHUNK); padding rows come after the real rows, out
-    # of range: their ranks are >= n.
+    # kernel before it where n is a multiple of CHUNK).
     ids = jnp.pad(topk_ids.reshape(-1).astype(jnp.int32), (0, padded - n), constant_values=num_experts)
-    rank_in_chunk, counts = chunk_ranks(ids, num_experts, columns_for(num_experts, out_of_range), interpret)
-    column = flat_experts(topk_ids, num_experts)
-    if not out_of_range:
-        column = jnp.minimum(column, num_experts - 1)
-    through = jnp.cumsum(counts, axis=0)  # [chunks, columns] rows up to each chunk's end
-    index = jnp.arange(n, dtype=jnp.int32)
-    within = (through - counts)[index // CHUNK, column] + rank_in_chunk[:n]
-    # The column sums are the running sums' last row (no reduction kernel of their own).
-    return column, within, through[-1]
+    return chunk_ranks(ids, num_experts, columns_for(num_experts, out_of_range), interpret)
 
 
 def sort_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> SortedRows:
     """jax_moe.permutation.sort_by_expert (stable; out-of-range ids last and uncounted), ranked by
     chunk_ranks. Needs fits(num_experts)."""
-    expert, within, totals = _ranks_within_columns(topk_ids, num_experts, True, interpret)
+    rank_in_chunk, counts = _rank_in_chunks(topk_ids, num_experts, True, interpret)
+    n = topk_ids.size
+    expert = flat_experts(topk_ids, num_experts)  # [n] each row's one-hot column (E: out of range)
+    through = jnp.cumsum(counts, axis=0)  # [chunks, columns] rows up to each chunk's end
+    index = jnp.arange(n, dtype=jnp.int32)
+    within = (through - counts)[index // CHUNK, expert] + rank_in_chunk[:n]  # rows before it with its column
+    totals = through[-1]  # the column sums (no reduction kernel of their own)
     rank = jnp.cumsum(totals)[expert] - totals[expert] + within
     # rank is a permutation of 0..n-1: every element is written, so any int32 [n] buffer serves as
     # the scatter's operand; within's is dead by now (no zero fill, no copy).
@@ -131,10 +127,26 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> So
     return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=totals[:num_experts])
 
 
-def rank_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> ExpertRanks:
-    """Each in-range row's rank among its expert's rows, ranked by chunk_ranks without the
-    out-of-range rows' column (E = 128: two blocks of one-hot columns instead of three) and without
-    the experts' starts (align_to_tiles' aligned layout places the rows from these ranks). Needs
-    fits(num_experts)."""
-    _, within, totals = _ranks_within_columns(topk_ids, num_experts, False, interpret)
-    return ExpertRanks(rank=within, group_sizes=totals[:num_experts])
+def aligned_layout(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int,
+                   interpret=False) -> TileLayout:
+    """jax_moe.permutation.align_to_tiles(aligned_experts=True)'s layout (the training layout: every
+    expert on the ALIGN_ROWS grid), bitwise: chunk_ranks without the out-of-range rows' column
+    (E = 128: two blocks of one-hot columns instead of three), then one XLA FFI call
+    (ffi/aligned_layout_*: two CUDA kernels, where XLA's ops on the ranks took ~15 small ones). In
+    interpret mode the FFI call runs its CPU handler. Needs fits(num_experts) and T * k >= 1."""
+    T, k = topk_ids.shape
+    _ffi.require_platform("cpu" if interpret else "gpu")
+    rank_in_chunk, counts = _rank_in_chunks(topk_ids, num_experts, False, interpret)
+    rows = row_count(T, k, block_m, num_experts)
+    num_tiles = tile_count(T, k, num_experts, block_m)
+    i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
+    out_types = (i32(rows), jax.ShapeDtypeStruct((rows,), jnp.float32), i32(T * k), *[i32(num_tiles)] * 4,
+                 *[i32(num_experts)] * 3, i32(*counts.shape))
+    call = jax.ffi.ffi_call(_ffi.ALIGNED_LAYOUT_TARGET, out_types)
+    ids, weights = topk_ids.reshape(-1).astype(jnp.int32), topk_weights.reshape(-1).astype(jnp.float32)
+    (row_token, row_weight, slot_row, tile_expert, tile_start, tile_lo, tile_size, expert_start, expert_size,
+     tile_end, _) = call(ids, rank_in_chunk, counts, weights, top_k=np.int64(k), num_experts=np.int64(num_experts),
+                         block_m=np.int64(block_m), chunk=np.int64(CHUNK))
+    return TileLayout(row_token=row_token, row_weight=row_weight, slot_row=slot_row.reshape(T, k),
+                      tile_expert=tile_expert, tile_start=tile_start, tile_lo=tile_lo, tile_size=tile_size,
+                      expert_start=expert_start, expert_size=expert_size, tile_end=tile_end)
