@@ -135,7 +135,8 @@ def aligned_layout(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     (ffi/aligned_layout_*: two CUDA kernels, where XLA's ops on the ranks took ~15 small ones). In
     interpret mode the FFI call runs its CPU handler. Needs fits(num_experts) and T * k >= 1."""
     T, k = topk_ids.shape
-    _ffi.require_platform("cpu" if interpret else "gpu")
+    # The handler of the backend that runs it (lowering for CUDA on a CPU needs none).
+    _ffi.require_platform("cpu" if interpret else jax.default_backend())
     rank_in_chunk, counts = _rank_in_chunks(topk_ids, num_experts, False, interpret)
     rows = row_count(T, k, block_m, num_experts)
     num_tiles = tile_count(T, k, num_experts, block_m)
