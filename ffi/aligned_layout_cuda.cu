@@ -30,6 +30,7 @@ __global__ void ChunkStarts(const int32_t* __restrict__ counts, int32_t* __restr
   const int c0 = threadIdx.y * per_group, c1 = min(chunks, c0 + per_group);
   int32_t sum = 0;
   if (e < columns) {
+#pragma unroll 8
     for (int c = c0; c < c1; ++c) sum += counts[static_cast<int64_t>(c) * columns + e];
   }
   partial[threadIdx.y][threadIdx.x] = sum;
@@ -46,6 +47,7 @@ __global__ void ChunkStarts(const int32_t* __restrict__ counts, int32_t* __restr
   __syncthreads();
   if (e < columns) {
     int32_t running = e < experts ? partial[threadIdx.y][threadIdx.x] : 0;
+#pragma unroll 8
     for (int c = c0; c < c1; ++c) {
       const int64_t at = static_cast<int64_t>(c) * columns + e;
       before[at] = running;
