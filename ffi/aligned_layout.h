@@ -102,6 +102,48 @@ auto BindAlignedLayout(Binding binding) {
       .template Ret<ffi::Buffer<ffi::S32>>();            // chunk_start
 }
 
+// "jax_moe_slot_dots": each (token, slot) row's value from down_backward's per-(tile, n-block) row
+// values on an aligned layout, summed over the n-blocks in order:
+//   tile_dots  f32 [num_tiles * n_blocks, block_m]  row (tile * n_blocks + b) holds the tile's rows
+//   ids, slot_row  int32 [n];  expert_start, expert_size, tile_end  int32 [E]  (the layout's)
+// -> f32 [n]  (0 for out-of-range ids). The row r of expert e lies in tile
+// tile_end[e] - ceil(expert_size[e] / block_m) + (r - expert_start[e]) / block_m.
+template <typename Binding>
+auto BindSlotDots(Binding binding) {
+  return std::move(binding)
+      .template Arg<ffi::Buffer<ffi::F32>>()             // tile_dots
+      .template Arg<ffi::Buffer<ffi::S32>>()             // ids
+      .template Arg<ffi::Buffer<ffi::S32>>()             // slot_row
+      .template Arg<ffi::Buffer<ffi::S32>>()             // expert_start
+      .template Arg<ffi::Buffer<ffi::S32>>()             // expert_size
+      .template Arg<ffi::Buffer<ffi::S32>>()             // tile_end
+      .template Attr<int64_t>("n_blocks")
+      .template Ret<ffi::Buffer<ffi::F32>>();            // per (token, slot)
+}
+
+struct SlotDotsProblem {
+  int64_t n, experts, block_m, n_blocks, tile_rows;
+};
+
+inline ffi::Error DescribeSlotDots(ffi::Buffer<ffi::F32> tile_dots, ffi::Buffer<ffi::S32> ids,
+                                   ffi::Buffer<ffi::S32> slot_row, ffi::Buffer<ffi::S32> expert_start,
+                                   ffi::Buffer<ffi::S32> expert_size, ffi::Buffer<ffi::S32> tile_end,
+                                   int64_t n_blocks, SlotDotsProblem* p) {
+  if (tile_dots.dimensions().size() != 2 || ids.dimensions().size() != 1 ||
+      slot_row.dimensions().size() != 1 || ids.dimensions()[0] != slot_row.dimensions()[0] ||
+      expert_start.dimensions().size() != 1 || expert_size.element_count() != expert_start.element_count() ||
+      tile_end.element_count() != expert_start.element_count() || n_blocks < 1 ||
+      tile_dots.dimensions()[0] % n_blocks != 0) {
+    return ffi::Error::InvalidArgument("slot_dots: inconsistent sizes");
+  }
+  p->n = ids.dimensions()[0];
+  p->experts = expert_start.dimensions()[0];
+  p->block_m = tile_dots.dimensions()[1];
+  p->n_blocks = n_blocks;
+  p->tile_rows = tile_dots.dimensions()[0];
+  return ffi::Error::Success();
+}
+
 }  // namespace jax_moe
 
 #endif  // JAX_MOE_FFI_ALIGNED_LAYOUT_H_

@@ -80,8 +80,33 @@ ffi::Error AlignedLayoutCpu(ffi::Buffer<ffi::S32> ids, ffi::Buffer<ffi::S32> ran
   return ffi::Error::Success();
 }
 
+ffi::Error SlotDotsCpu(ffi::Buffer<ffi::F32> tile_dots, ffi::Buffer<ffi::S32> ids, ffi::Buffer<ffi::S32> slot_row,
+                       ffi::Buffer<ffi::S32> expert_start, ffi::Buffer<ffi::S32> expert_size,
+                       ffi::Buffer<ffi::S32> tile_end, int64_t n_blocks, ffi::Result<ffi::Buffer<ffi::F32>> out) {
+  SlotDotsProblem p;
+  ffi::Error error = DescribeSlotDots(tile_dots, ids, slot_row, expert_start, expert_size, tile_end, n_blocks, &p);
+  if (error.failure()) return error;
+  for (int64_t i = 0; i < p.n; ++i) {
+    const int32_t e = ids.typed_data()[i];
+    float sum = 0.0f;
+    if (e >= 0 && e < p.experts) {
+      const int64_t r = slot_row.typed_data()[i] - expert_start.typed_data()[e];
+      const int64_t tiles = (expert_size.typed_data()[e] + p.block_m - 1) / p.block_m;
+      const int64_t tile = tile_end.typed_data()[e] - tiles + r / p.block_m;
+      if (r < 0 || tile < 0 || (tile + 1) * n_blocks > p.tile_rows) {
+        return ffi::Error::InvalidArgument("slot_dots: a row outside its expert's tiles");
+      }
+      for (int64_t b = 0; b < n_blocks; ++b) sum += tile_dots.typed_data()[(tile * n_blocks + b) * p.block_m + r % p.block_m];
+    }
+    out->typed_data()[i] = sum;
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace
 }  // namespace jax_moe
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxMoeSlotDotsCpu, jax_moe::SlotDotsCpu, jax_moe::BindSlotDots(xla::ffi::Ffi::Bind()));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxMoeAlignedLayoutCpu, jax_moe::AlignedLayoutCpu,
                               jax_moe::BindAlignedLayout(xla::ffi::Ffi::Bind()));

@@ -154,6 +154,45 @@ __global__ void __launch_bounds__(kPlaceThreads) PlaceRows(PlaceArgs a) {
   }
 }
 
+// One thread a (token, slot): its row's tile, then the n-blocks' values summed in order.
+__global__ void SlotDots(const float* __restrict__ tile_dots, const int32_t* __restrict__ ids,
+                         const int32_t* __restrict__ slot_row, const int32_t* __restrict__ expert_start,
+                         const int32_t* __restrict__ expert_size, const int32_t* __restrict__ tile_end,
+                         float* __restrict__ out, int n, int experts, int block_m, int n_blocks) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= n) return;
+  const int32_t e = ids[i];
+  float sum = 0.0f;
+  if (e >= 0 && e < experts) {
+    const int32_t r = slot_row[i] - expert_start[e];
+    const int32_t tile = tile_end[e] - (expert_size[e] + block_m - 1) / block_m + r / block_m;
+    const float* values = tile_dots + static_cast<int64_t>(tile) * n_blocks * block_m + r % block_m;
+    for (int b = 0; b < n_blocks; ++b) sum += values[static_cast<int64_t>(b) * block_m];
+  }
+  out[i] = sum;
+}
+
+ffi::Error SlotDotsCuda(cudaStream_t stream, ffi::Buffer<ffi::F32> tile_dots, ffi::Buffer<ffi::S32> ids,
+                        ffi::Buffer<ffi::S32> slot_row, ffi::Buffer<ffi::S32> expert_start,
+                        ffi::Buffer<ffi::S32> expert_size, ffi::Buffer<ffi::S32> tile_end, int64_t n_blocks,
+                        ffi::Result<ffi::Buffer<ffi::F32>> out) {
+  SlotDotsProblem p;
+  ffi::Error error = DescribeSlotDots(tile_dots, ids, slot_row, expert_start, expert_size, tile_end, n_blocks, &p);
+  if (error.failure()) return error;
+  if (p.n == 0) return ffi::Error::Success();
+  if (p.n > INT32_MAX) return ffi::Error::InvalidArgument("slot_dots: more rows than int32 indexes");
+  constexpr int kThreads = 256;
+  SlotDots<<<static_cast<unsigned>((p.n + kThreads - 1) / kThreads), kThreads, 0, stream>>>(
+      tile_dots.typed_data(), ids.typed_data(), slot_row.typed_data(), expert_start.typed_data(),
+      expert_size.typed_data(), tile_end.typed_data(), out->typed_data(), static_cast<int>(p.n),
+      static_cast<int>(p.experts), static_cast<int>(p.block_m), static_cast<int>(n_blocks));
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess) {
+    return ffi::Error::Internal(std::string("slot_dots CUDA launch failed: ") + cudaGetErrorString(err));
+  }
+  return ffi::Error::Success();
+}
+
 ffi::Error AlignedLayoutCuda(cudaStream_t stream, ffi::Buffer<ffi::S32> ids, ffi::Buffer<ffi::S32> rank_in_chunk,
                              ffi::Buffer<ffi::S32> counts, ffi::Buffer<ffi::F32> weights, int64_t top_k,
                              int64_t experts, int64_t block_m, int64_t chunk,
@@ -202,4 +241,9 @@ ffi::Error AlignedLayoutCuda(cudaStream_t stream, ffi::Buffer<ffi::S32> ids, ffi
 XLA_FFI_DEFINE_HANDLER_SYMBOL(
     JaxMoeAlignedLayoutCuda, jax_moe::AlignedLayoutCuda,
     jax_moe::BindAlignedLayout(xla::ffi::Ffi::Bind().Ctx<xla::ffi::PlatformStream<cudaStream_t>>()),
+    {xla::ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(
+    JaxMoeSlotDotsCuda, jax_moe::SlotDotsCuda,
+    jax_moe::BindSlotDots(xla::ffi::Ffi::Bind().Ctx<xla::ffi::PlatformStream<cudaStream_t>>()),
     {xla::ffi::Traits::kCmdBufferCompatible});

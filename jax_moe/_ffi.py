@@ -16,13 +16,16 @@ import jax
 
 TOPK_SOFTMAX_TARGET = "jax_moe_topk_softmax"
 ALIGNED_LAYOUT_TARGET = "jax_moe_aligned_layout"
+SLOT_DOTS_TARGET = "jax_moe_slot_dots"
 
 _LIBRARIES = {
     # platform: (file name, {target: handler symbol})
     "cpu": ("libjax_moe_cpu.so", {TOPK_SOFTMAX_TARGET: "JaxMoeTopkSoftmaxCpu",
-                                  ALIGNED_LAYOUT_TARGET: "JaxMoeAlignedLayoutCpu"}),
+                                  ALIGNED_LAYOUT_TARGET: "JaxMoeAlignedLayoutCpu",
+                                  SLOT_DOTS_TARGET: "JaxMoeSlotDotsCpu"}),
     "CUDA": ("libjax_moe_cuda.so", {TOPK_SOFTMAX_TARGET: "JaxMoeTopkSoftmaxCuda",
-                                    ALIGNED_LAYOUT_TARGET: "JaxMoeAlignedLayoutCuda"}),
+                                    ALIGNED_LAYOUT_TARGET: "JaxMoeAlignedLayoutCuda",
+                                    SLOT_DOTS_TARGET: "JaxMoeSlotDotsCuda"}),
 }
 
 

@@ -261,6 +261,16 @@ def test_mosaic_gpu_routing_kernel_sorts_like_xla(T, k, E):
                 np.testing.assert_array_equal(a, b, err_msg=f"{name} block_m={block_m}")
 
 
+@pytest.mark.parametrize("T, k, E, block_m, n_blocks", [(4096, 8, 128, 64, 4), (777, 6, 300, 64, 3)])
+def test_mosaic_gpu_slot_dots(T, k, E, block_m, n_blocks):
+    """slot_dots' CUDA kernel gives the XLA scatter + gather's sums, bitwise (n-blocks in order)."""
+    from jax_moe.backends import mosaic_gpu_grad
+    from test_mosaic_gpu import expected_slot_dots
+    want, (layout, tile_dots, ids) = expected_slot_dots(T, k, E, block_m, n_blocks)
+    got = on_gpu(lambda lay, t, i: mosaic_gpu_grad.slot_dots(lay, t, i), layout, tile_dots, ids)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("moe_type", ["qwen3", "nomic"])
 @pytest.mark.parametrize("activation", ["silu", "gelu", "gelu_exact", "relu"])
 def test_mosaic_gpu_epilogues(moe_type, activation):

@@ -6,6 +6,7 @@ small (interpret mode is slow); tests/test_gpu.py runs the same kernels compiled
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -184,9 +185,9 @@ def test_down_backward_reads_and_stores_the_cotangent_rows(hidden, alternate):
     _, pre = mosaic_gpu.expert_up(layout, x[layout.row_token], weights, problem, up_cfg, True, keep_preactivations=True)
     dout = jnp.cos(3 * x)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
-    dpre, row_dot, copy = mosaic_gpu_grad.down_backward(layout, dout, pre, weights, problem, cfg, params, gather=True)
+    dpre, row_dot, copy = down_backward_rows(layout, dout, pre, weights, problem, cfg, params, gather=True)
     assert not interpret_pallas_call.get_races().races_found
-    want_dpre, want_dot = mosaic_gpu_grad.down_backward(layout, dout[layout.row_token], pre, weights, problem, cfg, True)
+    want_dpre, want_dot = down_backward_rows(layout, dout[layout.row_token], pre, weights, problem, cfg, True)
     owned = owned_rows(layout, copy.shape[0])
     as_f32 = lambda a: np.asarray(a, np.float32)
     np.testing.assert_array_equal(as_f32(copy)[owned], as_f32(dout[layout.row_token])[owned])
@@ -204,7 +205,7 @@ def test_down_backward_on_192_column_items():
     cfg = dataclasses.replace(cfgs.down, alternate=True, staging_chunks=1, consumers=2)
     _, pre = mosaic_gpu.expert_up(layout, xs, weights, problem, up_cfg, True, keep_preactivations=True)
     params = mosaic_gpu.plgpu.InterpretGPUParams(detect_races=True)
-    run = lambda block_n, interpret: mosaic_gpu_grad.down_backward(
+    run = lambda block_n, interpret: down_backward_rows(
         layout, jnp.cos(3 * xs), pre, weights, problem, dataclasses.replace(cfg, block_n=block_n), interpret)
     (dg, du), row_dot = run(192, params)
     assert not interpret_pallas_call.get_races().races_found
@@ -281,7 +282,7 @@ def test_consumers_on_alternate_items():
     def kernels(up, down, back):
         interpret = params if up.alternate else True
         hw, pre = mosaic_gpu.expert_up(layout, xs, weights, problem, up, interpret, keep_preactivations=True)
-        dpre, row_dot = mosaic_gpu_grad.down_backward(layout, jnp.cos(xs), pre, weights, problem, down, interpret)
+        dpre, row_dot = down_backward_rows(layout, jnp.cos(xs), pre, weights, problem, down, interpret)
         dxs = mosaic_gpu_grad.up_backward(layout, dpre, weights, problem, back, interpret)
         return [np.asarray(a, np.float32)[valid] for a in (hw, *pre, *dpre, row_dot, dxs)]
 
@@ -342,7 +343,7 @@ def test_tile_operands_in_the_output_staging(alternate, intermediate):
     dys = jnp.cos(xs)
 
     def down_backward(cfg, interpret):
-        dpre, row_dot = mosaic_gpu_grad.down_backward(layout, dys, pre, weights, problem, cfg, interpret)
+        dpre, row_dot = down_backward_rows(layout, dys, pre, weights, problem, cfg, interpret)
         return [np.asarray(a, np.float32)[valid] for a in (*dpre, row_dot)]
 
     borrowed = down_backward(cfg, params)
@@ -485,6 +486,24 @@ def test_expert_contraction_keeps_each_experts_rows_apart(block_k, consumers):
 
 
 @pytest.mark.parametrize("aligned", [False, True])
+def down_backward_rows(layout, *args, **kwargs):
+    """mosaic_gpu_grad.down_backward with its per-tile row dots taken to the sorted rows: f32 [rows],
+    summed over the n-blocks, each row from the tile that owns it (0 for rows no tile owns)."""
+    dpre, tile_dots, *copy = mosaic_gpu_grad.down_backward(layout, *args, **kwargs)
+    return (dpre, row_dots(layout, tile_dots), *copy)
+
+
+def row_dots(layout, tile_dots):
+    """[num_tiles * n_blocks, block_m] per-(tile, n-block) row values -> f32 [rows]."""
+    num_tiles, block_m, rows = layout.tile_expert.shape[0], tile_dots.shape[1], layout.row_token.shape[0]
+    per_tile = tile_dots.reshape(num_tiles, -1, block_m).sum(axis=1)
+    offset = jnp.arange(block_m, dtype=jnp.int32)
+    owned = ((offset >= layout.tile_lo[:, None]) & (offset < (layout.tile_lo + layout.tile_size)[:, None])
+             & (layout.tile_expert[:, None] >= 0))
+    target = jnp.where(owned, layout.tile_start[:, None] + offset, rows)
+    return jnp.zeros((rows + 1,), jnp.float32).at[target.reshape(-1)].set(per_tile.reshape(-1))[:rows]
+
+
 @pytest.mark.parametrize("T, k, E, block_m", [(0, 2, 4, 64), (1, 1, 1, 64), (37, 3, 5, 8), (50, 4, 4, 16), (9, 2, 130, 8),
                                          (300, 8, 128, 64)])
 def test_align_to_tiles(T, k, E, block_m, aligned):
@@ -593,6 +612,29 @@ def test_aligned_layout_is_xlas(T, k, E, block_m):
             assert a is None, name
         else:
             np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.parametrize("T, k, E, block_m, n_blocks", [(1, 1, 1, 64, 1), (37, 3, 5, 64, 3), (300, 8, 128, 64, 4),
+                                                        (64, 4, 3, 128, 2), (50, 2, 255, 64, 1)])
+def test_slot_dots_is_xlas(T, k, E, block_m, n_blocks):
+    """mosaic_gpu_grad.slot_dots (the FFI call's CPU handler) takes each (token, slot)'s row from the
+    aligned layout's tiles and sums its n-blocks in order: bitwise what a scatter to rows and a
+    gather by slot_row give; 0 for out-of-range ids."""
+    want, got = expected_slot_dots(T, k, E, block_m, n_blocks)
+    np.testing.assert_array_equal(mosaic_gpu_grad.slot_dots(*got, interpret=True), want)
+
+
+def expected_slot_dots(T, k, E, block_m, n_blocks):
+    """(want f32 [T, k], slot_dots' arguments (layout, tile_dots, ids)) for a random aligned layout."""
+    rng = np.random.default_rng(T * E + n_blocks)
+    ids = jnp.asarray(rng.integers(-1, E + 1, size=(T, k)), jnp.int32)
+    layout = align_to_tiles(ids, jnp.ones((T, k)), E, block_m, aligned_experts=True)
+    num_tiles = layout.tile_expert.shape[0]
+    tile_dots = jnp.asarray(rng.normal(size=(num_tiles * n_blocks, block_m)), jnp.float32)
+    per_block = [row_dots(layout, tile_dots.reshape(num_tiles, n_blocks, block_m)[:, b]) for b in range(n_blocks)]
+    rows = functools.reduce(lambda a, b: a + b, per_block)  # the n-blocks summed in order
+    want = jnp.take(rows, layout.slot_row, mode="fill", fill_value=0)
+    return np.asarray(want), (layout, tile_dots, ids)
 
 
 def test_routing_kernel_refuses_what_it_cannot_rank():

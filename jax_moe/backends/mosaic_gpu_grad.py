@@ -23,10 +23,12 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import mosaic_gpu as plgpu
 
+from jax_moe import _ffi
 from jax_moe.backends import mosaic_gpu, mosaic_gpu_wgmma
 from jax_moe.backends.mosaic_gpu import GemmConfig, grouped_gemm, interpret_params, tiled_swizzled
 from jax_moe.backends.registry import ExpertWeights, MoEProblem
@@ -157,8 +159,10 @@ def fitted_contraction_config(cfg: ContractionConfig, M: int, N: int) -> Contrac
 
 def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights, problem: MoEProblem,
                   cfg: GemmConfig, interpret=False, gather: bool = False):
-    """Returns (dpre, row_dot): dpre = (dg, du) (nomic: (dg,)) in dys's dtype, row_dot f32 [rows]
-    = sum_i h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined).
+    """Returns (dpre, tile_dots): dpre = (dg, du) (nomic: (dg,)) in dys's dtype; tile_dots f32
+    [num_tiles * n_blocks, block_m], row (tile * n_blocks + b) the tile's rows' sums over n-block b
+    of h[r, i] (dys Wd[e]^T)[r, i] (valid rows only; others undefined): slot_dots sums them per
+    (token, slot).
 
     gather: dys is dout [T, H] itself, row r's dout[tiles.row_token[r]] read by the kernel, which
     also stores those rows (the down weights' gradient operand, on tiles whose rows start on the
@@ -182,21 +186,22 @@ def down_backward(tiles: TileLayout, dys, preactivations, weights: ExpertWeights
         tiles, [(dys, (second,))], problem.intermediate, cfg, transpose_rhs=gated, epilogue=epilogue,
         vectors=vectors, out_dtypes=[dys.dtype] * n_out, interpret=interpret,
         name="jax_moe_down_backward", row_sums=True, lhs_rows=tiles.row_token if gather else None, copy_rows=gather)
-    dpre, partial_dots = tuple(outs[:n_out]), outs[n_out]
-    row_dot = _tile_rows_to_rows(tiles, partial_dots, cfg.block_m, tiles.row_token.shape[0])
-    return (dpre, row_dot, outs[n_out + 1]) if gather else (dpre, row_dot)
+    dpre, tile_dots = tuple(outs[:n_out]), outs[n_out]
+    return (dpre, tile_dots, outs[n_out + 1]) if gather else (dpre, tile_dots)
 
 
-def _tile_rows_to_rows(tiles: TileLayout, partial, block_m: int, rows: int):
-    """[num_tiles * n_blocks, block_m] per-(tile, n-block) row values -> f32 [rows], summed over
-    the n-blocks, each sorted row taken from the tile that owns it (0 for rows no tile owns)."""
-    num_tiles = tiles.tile_expert.shape[0]
-    per_tile = partial.reshape(num_tiles, -1, block_m).sum(axis=1)
-    offset = jnp.arange(block_m, dtype=jnp.int32)
-    owned = ((offset >= tiles.tile_lo[:, None]) & (offset < (tiles.tile_lo + tiles.tile_size)[:, None])
-             & (tiles.tile_expert[:, None] >= 0))
-    target = jnp.where(owned, tiles.tile_start[:, None] + offset, rows)
-    return jnp.zeros((rows + 1,), jnp.float32).at[target.reshape(-1)].set(per_tile.reshape(-1))[:rows]
+def slot_dots(tiles: TileLayout, tile_dots, topk_ids, interpret=False):
+    """f32 [T, k]: each (token, slot)'s sum over the n-blocks (in order) of its row in down_backward's
+    tile_dots [num_tiles * n_blocks, block_m]; 0 for out-of-range ids. tiles: an aligned layout (every
+    expert's tiles are block_m-row blocks from its start), as the gradients' always is. One XLA FFI
+    call (ffi/aligned_layout_*), where XLA took a zero fill, a scatter to rows and a gather."""
+    _ffi.require_platform("cpu" if interpret else jax.default_backend())
+    T, k = topk_ids.shape
+    n_blocks = tile_dots.shape[0] // tiles.tile_expert.shape[0]
+    call = jax.ffi.ffi_call(_ffi.SLOT_DOTS_TARGET, jax.ShapeDtypeStruct((T * k,), jnp.float32))
+    out = call(tile_dots, topk_ids.reshape(-1).astype(jnp.int32), tiles.slot_row.reshape(-1), tiles.expert_start,
+               tiles.expert_size, tiles.tile_end, n_blocks=np.int64(n_blocks))
+    return out.reshape(T, k)
 
 
 def up_backward(tiles: TileLayout, dpre, weights: ExpertWeights, problem: MoEProblem, cfg: GemmConfig,
@@ -485,9 +490,9 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
     dout_half = dout.astype(x.dtype)
     if mosaic_gpu.decoding(problem):  # XLA gathers dout's rows
         dys = mosaic_gpu.gather_rows(dout_half, layout.row_token)
-        dpre, row_dot = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
+        dpre, tile_dots = down_backward(layout, dys, preactivations, weights, problem, cfgs.down, interpret)
     else:  # down_backward reads dout's rows itself and stores them
-        dpre, row_dot, dys = down_backward(layout, dout_half, preactivations, weights, problem, cfgs.down, interpret,
+        dpre, tile_dots, dys = down_backward(layout, dout_half, preactivations, weights, problem, cfgs.down, interpret,
                                            gather=True)
     dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
     dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
@@ -513,7 +518,7 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
         up_bias=bias_grad(weights.up_bias, lambda: dpre[1]) if gated else None,
         down_bias=bias_grad(weights.down_bias, lambda: dys.astype(jnp.float32) * layout.row_weight[:, None]),
     )
-    d_topk = jnp.take(row_dot, layout.slot_row, mode="fill", fill_value=0)  # [T, k]
+    d_topk = slot_dots(layout, tile_dots, topk_ids, interpret)  # [T, k]
     if weights.down_bias is not None:  # the down bias' share of each slot's output
         E = problem.experts
         valid = (topk_ids >= 0) & (topk_ids < E)
