@@ -6,6 +6,7 @@
 //      then places its rows (row_token, row_weight, slot_row), fills the gaps after each expert and
 //      the rows past the last one with zeros, and writes its share of the tile tables.
 // No atomics: every output element is written by exactly one thread (deterministic).
+// Also the handler of "jax_moe_slot_dots" (aligned_layout.h): one thread a (token, slot).
 #include <cuda_runtime.h>
 
 #include <algorithm>

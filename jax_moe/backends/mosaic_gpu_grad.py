@@ -5,8 +5,9 @@ With the forward's sorted rows (jax_moe.permutation.TileLayout), for dy the outp
   1. down_backward (grouped GEMM, dy against the down weights transposed), per row:
        d = dys Wd[e]^T (nomic: dys W2[e]); with a = act(g), h = a * u (nomic: h = a),
        dg = w d * u * act'(g), du = w d * a   (nomic: dg = w d * act'(g)),
-       and sum(h * d) (d topk_weights, the k-slot row dot of the unweighted expert output with
-       dy, less the down bias' share);
+       and sum(h * d) per tile and n-block (d topk_weights, the k-slot row dot of the unweighted
+       expert output with dy, less the down bias' share; slot_dots, an FFI call, sums them per
+       (token, slot));
   2. up_backward (grouped GEMM): dxs = dg Wg[e]^T + du Wu[e]^T (nomic: dg W1[e]^T), whose k
        slots are summed per token in a fixed order (no atomics) into dx;
   3. expert_contraction (per expert, over its rows): dWg = xs^T dg, dWu = xs^T du, dWd = hw^T dys
