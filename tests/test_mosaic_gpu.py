@@ -485,7 +485,6 @@ def test_expert_contraction_keeps_each_experts_rows_apart(block_k, consumers):
             np.testing.assert_allclose(out[e], a[s:s + n].T @ b[s:s + n], rtol=1e-5, atol=1e-4, err_msg=f"expert {e}")
 
 
-@pytest.mark.parametrize("aligned", [False, True])
 def down_backward_rows(layout, *args, **kwargs):
     """mosaic_gpu_grad.down_backward with its per-tile row dots taken to the sorted rows: f32 [rows],
     summed over the n-blocks, each row from the tile that owns it (0 for rows no tile owns)."""
@@ -504,6 +503,7 @@ def row_dots(layout, tile_dots):
     return jnp.zeros((rows + 1,), jnp.float32).at[target.reshape(-1)].set(per_tile.reshape(-1))[:rows]
 
 
+@pytest.mark.parametrize("aligned", [False, True])
 @pytest.mark.parametrize("T, k, E, block_m", [(0, 2, 4, 64), (1, 1, 1, 64), (37, 3, 5, 8), (50, 4, 4, 16), (9, 2, 130, 8),
                                          (300, 8, 128, 64)])
 def test_align_to_tiles(T, k, E, block_m, aligned):
