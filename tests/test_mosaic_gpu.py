@@ -408,13 +408,16 @@ def test_expert_contraction_masks_other_experts_rows(block_k, stages, consumers,
         np.testing.assert_allclose(np.asarray(out), expected_contraction(layout, lhs, r), rtol=1e-5, atol=1e-4)
 
 
-def test_expert_contraction_with_more_experts_than_smem_tables():
-    """E = 200: the expert tables (2.4 KiB) do not fit in the 2 KiB that shared 128 x 128 items leave
-    beside as many ring stages as fit, so every warpgroup reads them from global memory; same sums.
-    Most experts are empty (their tiles are zeros)."""
-    T, k, E, M, N = 24, 2, 200, 128, 128
+@pytest.mark.parametrize("E", [256, 300])
+def test_expert_contraction_with_many_experts(E):
+    """The expert tables (start and size, 8 bytes an expert) fit in the 2 KiB that shared 128 x 128
+    items leave beside as many ring stages as fit up to E = 256 (DeepSeek-V3: read from SMEM, two
+    bulk copies of the layout's arrays as they are); at E = 300 every warpgroup reads them from
+    global memory; same sums. Most experts are empty (their tiles are zeros), the last used one is
+    near E."""
+    T, k, M, N = 24, 2, 128, 128
     rng = np.random.default_rng(3)
-    ids = jnp.asarray(rng.integers(0, 6, (T, k)) * 33, jnp.int32)  # experts 0, 33, ..., 165
+    ids = jnp.asarray(rng.integers(0, 6, (T, k)) * ((E - 1) // 5), jnp.int32)  # experts 0, ..., 255 or 295
     layout = align_to_tiles(ids, jnp.ones(ids.shape, jnp.float32), E, 64)
     rows = row_count(T, k, 64)
     lhs = jnp.asarray(rng.normal(size=(rows, M)), jnp.bfloat16)

@@ -261,29 +261,38 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     partial_products = mosaic_gpu_wgmma.supports(lhs.dtype, bk)
     n_columns = n_rhs * n_tiles  # output column blocks of all rhs: rhs nj // n_tiles, block nj % n_tiles
     dtype = lhs.dtype
-    lead = tiles.expert_start % ALIGN_ROWS  # rows of the previous expert before the first block's start
-    num_blocks = jnp.where(tiles.expert_size > 0, (lead + tiles.expert_size + bk - 1) // bk, 0)
-    # Every item reads its expert's start, size and row blocks: from SMEM, fetched once per CTA by
-    # one bulk copy (E padded to whole 16-byte rows), where they fit beside the ring's stages (E <=
-    # 168 with the default tiling); else by scalar loads from global memory.
+    # Every item reads its expert's start and size: from SMEM, fetched once per CTA by two bulk
+    # copies (E padded to whole 16 bytes, which the layout's arrays are where E % 4 == 0: then no
+    # XLA op stands between the layout and this kernel; each into a table row of whole 128 bytes,
+    # TMA's SMEM alignment), where they fit beside the ring's stages (E <= 256 with the default
+    # tiling); else by scalar loads from global memory.
     padded_experts = -(-E // 4) * 4
-    tables = jnp.pad(jnp.stack([tiles.expert_start, tiles.expert_size, num_blocks]).astype(jnp.int32),
-                     ((0, 0), (0, padded_experts - E)))
+    table_row = -(-E // 32) * 32
+    starts, sizes = (jnp.pad(v, (0, padded_experts - E)) if padded_experts > E else v
+                     for v in (tiles.expert_start, tiles.expert_size))
 
     def for_rhs(a, fn):  # fn(i) for the rhs index i == a (a traced)
         for i in range(n_rhs):
             pl.when(a == i)(functools.partial(fn, i))
 
-    def body(tables_ref, lhs_ref, *refs):
+    def body(start_ref, size_ref, lhs_ref, *refs):
         rhs_refs, out_refs = refs[:n_rhs], refs[n_rhs:2 * n_rhs]
         (lhs_ring, rhs_ring, full, empty, *masked_barrier), out_smem, *smem_tables = refs[2 * n_rhs:]
         wg = lax.axis_index("wg")
         if smem_tables:
             (tables_smem, tables_loaded), = smem_tables
-            pl.when(wg == consumers)(lambda: plgpu.copy_gmem_to_smem(tables_ref, tables_smem, tables_loaded))
+
+            @pl.when(wg == consumers)
+            def _():
+                for row, ref in enumerate((start_ref, size_ref)):
+                    plgpu.copy_gmem_to_smem(ref, tables_smem.at[row, pl.ds(0, padded_experts)], tables_loaded)
+
             plgpu.barrier_wait(tables_loaded)
-            tables_ref = tables_smem
-        start_ref, size_ref, blocks_ref = tables_ref.at[0], tables_ref.at[1], tables_ref.at[2]
+            start_ref, size_ref = tables_smem.at[0], tables_smem.at[1]
+
+        def row_blocks(e):  # the expert's blocks of bk rows, from its start rounded down to ALIGN_ROWS
+            size = size_ref[e]
+            return jnp.where(size > 0, (lax.rem(start_ref[e], ALIGN_ROWS) + size + bk - 1) // bk, 0)
 
         def walk(item, state=()):
             """state = item(e, mi, a, ni, row blocks, first ring step, CTA-local item number, state)
@@ -295,7 +304,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                 index = loop_info.index[0]
                 e = index // per_expert
                 mi, nj = plgpu.planar_snake(index % per_expert, (m_tiles, n_columns), 1, 8)
-                nb = blocks_ref[e]
+                nb = row_blocks(e)
                 state = item(e, mi, nj // n_tiles, lax.rem(nj, n_tiles), nb, steps, local, state)
                 return steps + nb, local + 1, state
 
@@ -430,7 +439,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
                          transforms=tiled_swizzled((part_m, staged_cols), out_dtype))
     stage_bytes = (bk * bm + bk * bn) * jnp.dtype(dtype).itemsize
     stages = mosaic_gpu.ring_stages(cfg, stage_bytes, [staging], CONTRACTION_RESERVE)
-    expert_tables = (plgpu.SMEM(tables.shape, jnp.int32), plgpu.Barrier(num_arrivals=1))
+    expert_tables = (plgpu.SMEM((2, table_row), jnp.int32), plgpu.Barrier(num_arrivals=2))
     tables_in_smem = mosaic_gpu.ring_slots(stage_bytes, [staging, expert_tables[0]], CONTRACTION_RESERVE) >= stages
     ring = (plgpu.SMEM((stages, parts, bk, part_m), dtype, transforms=tiled_swizzled((bk, part_m), dtype)),
             plgpu.SMEM((stages, bk, bn), dtype, transforms=tiled_swizzled((bk, bn), dtype)),
@@ -451,7 +460,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
         kernel_name="jax_moe_expert_contraction",
         interpret=interpret_params(interpret),
     )
-    return kernel(tables, lhs, *rhs_list)
+    return kernel(starts, sizes, lhs, *rhs_list)
 
 
 def _expert_row_sums(tiles: TileLayout, values):
