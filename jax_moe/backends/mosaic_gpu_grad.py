@@ -269,7 +269,7 @@ def expert_contraction(tiles: TileLayout, lhs, rhs_list, cfg: ContractionConfig,
     padded_experts = -(-E // 4) * 4
     table_row = -(-E // 32) * 32
     starts, sizes = (jnp.pad(v, (0, padded_experts - E)) if padded_experts > E else v
-                     for v in (tiles.expert_start, tiles.expert_size))
+                     for v in (tiles.expert_start.astype(jnp.int32), tiles.expert_size.astype(jnp.int32)))
 
     def for_rhs(a, fn):  # fn(i) for the rhs index i == a (a traced)
         for i in range(n_rhs):
