@@ -8,6 +8,7 @@
 // ->
 //   row_token, row_weight  int32 / f32 [rows]  (0 in rows no routed row takes)
 //   slot_row               int32 [n]           sorted row of each (token, slot); rows if not routed
+//   slot_routed            bool  [n]           whether it is routed (its id in [0, E))
 //   tile_expert, tile_start, tile_lo, tile_size  int32 [num_tiles]
 //   expert_start, expert_size, tile_end          int32 [E]
 //   chunk_start            int32 [chunks, columns]  rows of each expert in the earlier chunks
@@ -92,6 +93,7 @@ auto BindAlignedLayout(Binding binding) {
       .template Ret<ffi::Buffer<ffi::S32>>()             // row_token
       .template Ret<ffi::Buffer<ffi::F32>>()             // row_weight
       .template Ret<ffi::Buffer<ffi::S32>>()             // slot_row
+      .template Ret<ffi::Buffer<ffi::PRED>>()            // slot_routed
       .template Ret<ffi::Buffer<ffi::S32>>()             // tile_expert
       .template Ret<ffi::Buffer<ffi::S32>>()             // tile_start
       .template Ret<ffi::Buffer<ffi::S32>>()             // tile_lo

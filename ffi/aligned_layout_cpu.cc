@@ -14,6 +14,7 @@ ffi::Error AlignedLayoutCpu(ffi::Buffer<ffi::S32> ids, ffi::Buffer<ffi::S32> ran
                             ffi::Result<ffi::Buffer<ffi::S32>> row_token,
                             ffi::Result<ffi::Buffer<ffi::F32>> row_weight,
                             ffi::Result<ffi::Buffer<ffi::S32>> slot_row,
+                            ffi::Result<ffi::Buffer<ffi::PRED>> slot_routed,
                             ffi::Result<ffi::Buffer<ffi::S32>> tile_expert,
                             ffi::Result<ffi::Buffer<ffi::S32>> tile_start,
                             ffi::Result<ffi::Buffer<ffi::S32>> tile_lo,
@@ -68,7 +69,8 @@ ffi::Error AlignedLayoutCpu(ffi::Buffer<ffi::S32> ids, ffi::Buffer<ffi::S32> ran
   std::fill(row_weight->typed_data(), row_weight->typed_data() + p.rows, 0.0f);
   for (int64_t i = 0; i < p.n; ++i) {
     const int32_t e = id[i];
-    if (e < 0 || e >= experts) {
+    slot_routed->typed_data()[i] = e >= 0 && e < experts;
+    if (!slot_routed->typed_data()[i]) {
       slot_row->typed_data()[i] = static_cast<int32_t>(p.rows);
       continue;
     }

@@ -3,8 +3,9 @@
 //   1. ChunkStarts: per expert, its rows in the earlier chunks (an exclusive scan over the chunks,
 //      32 experts a block, 32 chunk groups each) and its row count.
 //   2. PlaceRows: every block scans the E counts into the experts' starts and tiles (E <= 512),
-//      then places its rows (row_token, row_weight, slot_row), fills the gaps after each expert and
-//      the rows past the last one with zeros, and writes its share of the tile tables.
+//      then places its rows (row_token, row_weight, slot_row, slot_routed), fills the gaps after
+//      each expert and the rows past the last one with zeros, and writes its share of the tile
+//      tables.
 // No atomics: every output element is written by exactly one thread (deterministic).
 // Also the handler of "jax_moe_slot_dots" (aligned_layout.h): one thread a (token, slot).
 #include <cuda_runtime.h>
@@ -66,6 +67,7 @@ struct PlaceArgs {
   int32_t* row_token;
   float* row_weight;
   int32_t* slot_row;
+  bool* slot_routed;
   int32_t* tile_expert;
   int32_t* tile_start;
   int32_t* tile_lo;
@@ -134,13 +136,15 @@ __global__ void __launch_bounds__(kPlaceThreads) PlaceRows(PlaceArgs a) {
   // The routed rows, each to its expert's start + its rank.
   for (int i = first; i < a.n; i += stride) {
     const int32_t e = a.ids[i];
+    const bool routed = e >= 0 && e < a.experts;
     int32_t row = a.rows;
-    if (e >= 0 && e < a.experts) {
+    if (routed) {
       row = start[e] + a.before[static_cast<int64_t>(i / a.chunk) * a.columns + e] + a.rank[i];
       a.row_token[row] = i / a.top_k;
       a.row_weight[row] = a.weights[i];
     }
     a.slot_row[i] = row;
+    a.slot_routed[i] = routed;
   }
   // Zeros in the rows no routed row takes: each expert's gap up to the grid, then the rest.
   for (int e = first; e < a.experts; e += stride) {
@@ -200,6 +204,7 @@ ffi::Error AlignedLayoutCuda(cudaStream_t stream, ffi::Buffer<ffi::S32> ids, ffi
                              ffi::Result<ffi::Buffer<ffi::S32>> row_token,
                              ffi::Result<ffi::Buffer<ffi::F32>> row_weight,
                              ffi::Result<ffi::Buffer<ffi::S32>> slot_row,
+                             ffi::Result<ffi::Buffer<ffi::PRED>> slot_routed,
                              ffi::Result<ffi::Buffer<ffi::S32>> tile_expert,
                              ffi::Result<ffi::Buffer<ffi::S32>> tile_start,
                              ffi::Result<ffi::Buffer<ffi::S32>> tile_lo,
@@ -221,8 +226,8 @@ ffi::Error AlignedLayoutCuda(cudaStream_t stream, ffi::Buffer<ffi::S32> ids, ffi
       static_cast<int>(p.columns), static_cast<int>(experts));
   PlaceArgs a{ids.typed_data(), rank_in_chunk.typed_data(), weights.typed_data(), chunk_start->typed_data(),
               expert_size->typed_data(), row_token->typed_data(), row_weight->typed_data(),
-              slot_row->typed_data(), tile_expert->typed_data(), tile_start->typed_data(),
-              tile_lo->typed_data(), tile_size->typed_data(), expert_start->typed_data(),
+              slot_row->typed_data(), slot_routed->typed_data(), tile_expert->typed_data(),
+              tile_start->typed_data(), tile_lo->typed_data(), tile_size->typed_data(), expert_start->typed_data(),
               tile_end->typed_data(), static_cast<int>(p.n), static_cast<int>(top_k),
               static_cast<int>(experts), static_cast<int>(block_m), static_cast<int>(chunk),
               static_cast<int>(p.columns), static_cast<int>(p.rows), static_cast<int>(p.num_tiles)};

@@ -118,6 +118,9 @@ class TileLayout(NamedTuple):
                  tiles [0, tile_end[E - 1]) have work, the others none; None in rows_as_tiles'
                  layout
     tile_weight: f32   [num_tiles] routing weight of the tile's one row (rows_as_tiles), else None
+    slot_routed: bool  [T, k]      whether the slot's id is in [0, E) (slot_row < rows): the aligned
+                 layouts', where the combines select by it (a mask computed from slot_row was a
+                 kernel of its own); None in the others
     """
 
     row_token: jax.Array
@@ -131,6 +134,7 @@ class TileLayout(NamedTuple):
     expert_size: jax.Array
     tile_end: jax.Array | None = None
     tile_weight: jax.Array | None = None
+    slot_routed: jax.Array | None = None
 
     @property
     def one_row_per_tile(self) -> bool:
@@ -193,7 +197,8 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         row_weight = scatter(topk_weights.reshape(-1).astype(jnp.float32), jnp.float32)
         # Behind a barrier: XLA would fuse this gather (and the cumsum behind start) into every
         # consumer of slot_row, e.g. the k-slot sums (52 -> 117 us, H100).
-        slot_row = lax.optimization_barrier(jnp.where(routed, position, rows))
+        slot_row, slot_routed = lax.optimization_barrier((jnp.where(routed, position, rows), routed))
+        slot_routed = slot_routed.reshape(T, k)
     else:
         order, rank = sorted_rows.order, sorted_rows.rank
         # Whether a sorted row (out-of-range ones sort last, expert E) is routed, from the experts
@@ -204,7 +209,7 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         start = packed_start
         row_token = jnp.zeros((rows,), jnp.int32).at[:n].set(token)
         row_weight = jnp.zeros((rows,), jnp.float32).at[:n].set(weight)
-        slot_row = jnp.where(routed, rank, rows)
+        slot_row, slot_routed = jnp.where(routed, rank, rows), None
     slot_row = slot_row.reshape(T, k)
 
     # Aligned, every start is on the grid: the tiles follow from the counts alone (not from the
@@ -235,6 +240,7 @@ def align_to_tiles(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
         expert_start=start.astype(jnp.int32),
         expert_size=counts,
         tile_end=tile_end.astype(jnp.int32),
+        slot_routed=slot_routed,
     )
 
 

@@ -519,6 +519,7 @@ def test_align_to_tiles(T, k, E, block_m, aligned):
     assert layout.tile_expert.shape == (num_tiles,) and layout.row_token.shape == (rows,)
     out_of_range = (ids < 0) | (ids >= E)
     assert (layout.slot_row[out_of_range] == rows).all()
+    assert (layout.slot_routed == ~out_of_range).all() if aligned else layout.slot_routed is None
     # Sorted by expert, (token, slot) order within an expert; experts one after the other, each
     # from the next row (compact) or from the next multiple of ALIGN_ROWS (aligned).
     order = sorted((ids[t, j], t, j) for t in range(T) for j in range(k) if not out_of_range[t, j])
@@ -650,13 +651,21 @@ def test_routing_kernel_refuses_what_it_cannot_rank():
 
 
 def test_forward_with_the_routing_kernel():
-    """Past COMPARE_RANK_ROWS rows the forward and its gradients sort with the routing kernel."""
+    """Past COMPARE_RANK_ROWS rows the forward and its gradients sort with the routing kernel (the
+    training layout from the FFI call), out-of-range ids included: their slots add nothing."""
     args, kwargs = make_case(3, 520, 64, 64, 6, 2, dtype=jnp.bfloat16, empty_experts=(2,))
     assert 520 * 2 > COMPARE_RANK_ROWS
     out = run_interpreted(args, **kwargs)
     assert relative_error(out, reference_of(args, **kwargs)) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
-    grads = moe_gradients("mosaic_gpu", args, kwargs, interpret=True)
-    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(reference_gradients(args, kwargs))):
+    x, gate, up, down, w, ids = args
+    bad = ids.at[0, 0].set(6).at[7, 1].set(-1).at[300, 0].set(2**30)
+    zeroed = (x, gate, up, down, w.at[0, 0].set(0.0).at[7, 1].set(0.0).at[300, 0].set(0.0), ids)
+    grads = moe_gradients("mosaic_gpu", (x, gate, up, down, w, bad), kwargs, interpret=True)
+    expected = reference_gradients(zeroed, kwargs)
+    # d topk_weights: 0 in the slots that match no expert (the reference's are those of weight 0).
+    expected = (*expected[:4], expected[4].at[0, 0].set(0.0).at[7, 1].set(0.0).at[300, 0].set(0.0), *expected[5:])
+    assert grads[4][0, 0] == 0 and grads[4][7, 1] == 0 and grads[4][300, 0] == 0
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(expected)):
         assert relative_error(got, want) <= TOLERANCE[jnp.dtype(jnp.bfloat16)]
 
 

@@ -750,6 +750,9 @@ def combine_slots(tiles: TileLayout, row_values, top_k: int, dtype):
         slots = row_values[:T * k].reshape(T, k, -1).astype(jnp.float32)
         # A select on the values (fused with the sum), not a gather through computed indices.
         slots = jnp.where((tiles.slot_row < row_values.shape[0])[..., None], slots, 0.0)
+    elif tiles.slot_routed is not None:  # a select by the layout's mask, fused with the sum
+        slots = jnp.take(row_values, tiles.slot_row, axis=0, mode="clip").astype(jnp.float32)
+        slots = jnp.where(tiles.slot_routed[..., None], slots, 0.0)
     else:
         slots = jnp.take(row_values, tiles.slot_row, axis=0, mode="fill", fill_value=0).astype(jnp.float32)
     out = slots[:, 0]

@@ -141,13 +141,15 @@ def aligned_layout(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     rows = row_count(T, k, block_m, num_experts)
     num_tiles = tile_count(T, k, num_experts, block_m)
     i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
-    out_types = (i32(rows), jax.ShapeDtypeStruct((rows,), jnp.float32), i32(T * k), *[i32(num_tiles)] * 4,
+    out_types = (i32(rows), jax.ShapeDtypeStruct((rows,), jnp.float32), i32(T * k),
+                 jax.ShapeDtypeStruct((T * k,), jnp.bool_), *[i32(num_tiles)] * 4,
                  *[i32(num_experts)] * 3, i32(*counts.shape))
     call = jax.ffi.ffi_call(_ffi.ALIGNED_LAYOUT_TARGET, out_types)
     ids, weights = topk_ids.reshape(-1).astype(jnp.int32), topk_weights.reshape(-1).astype(jnp.float32)
-    (row_token, row_weight, slot_row, tile_expert, tile_start, tile_lo, tile_size, expert_start, expert_size,
-     tile_end, _) = call(ids, rank_in_chunk, counts, weights, top_k=np.int64(k), num_experts=np.int64(num_experts),
+    (row_token, row_weight, slot_row, slot_routed, tile_expert, tile_start, tile_lo, tile_size, expert_start,
+     expert_size, tile_end, _) = call(ids, rank_in_chunk, counts, weights, top_k=np.int64(k), num_experts=np.int64(num_experts),
                          block_m=np.int64(block_m), chunk=np.int64(CHUNK))
     return TileLayout(row_token=row_token, row_weight=row_weight, slot_row=slot_row.reshape(T, k),
                       tile_expert=tile_expert, tile_start=tile_start, tile_lo=tile_lo, tile_size=tile_size,
-                      expert_start=expert_start, expert_size=expert_size, tile_end=tile_end)
+                      expert_start=expert_start, expert_size=expert_size, tile_end=tile_end,
+                      slot_routed=slot_routed.reshape(T, k))
