@@ -505,7 +505,13 @@ def backward(residuals, x, weights: ExpertWeights, topk_weights, topk_ids, dout,
         dpre, tile_dots, dys = down_backward(layout, dout_half, preactivations, weights, problem, cfgs.down, interpret,
                                            gather=True)
     dxs = up_backward(layout, dpre, weights, problem, cfgs.up, interpret)
-    dx = mosaic_gpu.combine_slots(layout, dxs, problem.top_k, x.dtype)
+    # dx's k-slot sum reads the slots through a barrier. Sharing no operand with the forward's
+    # combine, it is not fused with it, and the combine fuses with what consumes the forward's
+    # output instead: in kernel_times' step, the loss and the cast of its cotangent, which was a
+    # kernel of its own (48 MB read and written).
+    slot_row, slot_routed = lax.optimization_barrier((layout.slot_row, layout.slot_routed))
+    dx = mosaic_gpu.combine_slots(layout._replace(slot_row=slot_row, slot_routed=slot_routed), dxs, problem.top_k,
+                                  x.dtype)
 
     def contraction(lhs, rhs_list, dtype):
         cfg = fitted_contraction_config(cfgs.contraction, lhs.shape[1], rhs_list[0].shape[1])
