@@ -69,8 +69,9 @@ ffi::Error AlignedLayoutCpu(ffi::Buffer<ffi::S32> ids, ffi::Buffer<ffi::S32> ran
   std::fill(row_weight->typed_data(), row_weight->typed_data() + p.rows, 0.0f);
   for (int64_t i = 0; i < p.n; ++i) {
     const int32_t e = id[i];
-    slot_routed->typed_data()[i] = e >= 0 && e < experts;
-    if (!slot_routed->typed_data()[i]) {
+    const bool routed = e >= 0 && e < experts;
+    slot_routed->typed_data()[i] = routed;
+    if (!routed) {
       slot_row->typed_data()[i] = static_cast<int32_t>(p.rows);
       continue;
     }

@@ -147,8 +147,9 @@ def aligned_layout(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: in
     call = jax.ffi.ffi_call(_ffi.ALIGNED_LAYOUT_TARGET, out_types)
     ids, weights = topk_ids.reshape(-1).astype(jnp.int32), topk_weights.reshape(-1).astype(jnp.float32)
     (row_token, row_weight, slot_row, slot_routed, tile_expert, tile_start, tile_lo, tile_size, expert_start,
-     expert_size, tile_end, _) = call(ids, rank_in_chunk, counts, weights, top_k=np.int64(k), num_experts=np.int64(num_experts),
-                         block_m=np.int64(block_m), chunk=np.int64(CHUNK))
+     expert_size, tile_end, _) = call(ids, rank_in_chunk, counts, weights, top_k=np.int64(k),
+                                      num_experts=np.int64(num_experts), block_m=np.int64(block_m),
+                                      chunk=np.int64(CHUNK))
     return TileLayout(row_token=row_token, row_weight=row_weight, slot_row=slot_row.reshape(T, k),
                       tile_expert=tile_expert, tile_start=tile_start, tile_lo=tile_lo, tile_size=tile_size,
                       expert_start=expert_start, expert_size=expert_size, tile_end=tile_end,
