@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from jax_moe import _ffi
-from jax_moe.backends import mosaic_gpu_grad
-from jax_moe.permutation import align_to_tiles, row_count, tile_count
+from jax_moe.backends import mosaic_gpu_grad, mosaic_gpu_routing
+from jax_moe.permutation import align_to_tiles
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 # ThreadSanitizer: the first race report fails the run.
@@ -66,9 +66,9 @@ def chunk_ranks(ids, num_experts, chunk, columns, rng):
     return rank, counts
 
 
-LAYOUT_OUTPUTS = dict(row_token=np.int32, row_weight=np.float32, slot_row=np.int32, slot_routed=np.bool_,
-                      tile_expert=np.int32, tile_start=np.int32, tile_lo=np.int32, tile_size=np.int32,
-                      expert_start=np.int32, expert_size=np.int32, tile_end=np.int32, chunk_start=np.int32)
+# The runner's output files, in layout_from_ranks' order.
+LAYOUT_OUTPUTS = ("row_token", "row_weight", "slot_row", "slot_routed", "tile_expert", "tile_start", "tile_lo",
+                  "tile_size", "expert_start", "expert_size", "tile_end", "chunk_start")
 
 
 @pytest.mark.parametrize("T, k, E, block_m, chunk, columns", [
@@ -86,20 +86,17 @@ def test_aligned_layout_kernels_on_host(runner, tmp_path, T, k, E, block_m, chun
     ids = ids.reshape(-1).astype(np.int32)
     weights = rng.random(T * k).astype(np.float32)
     rank, counts = chunk_ranks(ids, E, chunk, columns, rng)
-    rows, num_tiles = row_count(T, k, block_m, E), tile_count(T, k, E, block_m)
 
     _ffi.require_platform("cpu")
-    out_types = [jax.ShapeDtypeStruct(s, d) for s, d in zip(
-        [(rows,), (rows,), (T * k,), (T * k,), *[(num_tiles,)] * 4, *[(E,)] * 3, counts.shape], LAYOUT_OUTPUTS.values())]
-    want = jax.ffi.ffi_call(_ffi.ALIGNED_LAYOUT_TARGET, out_types)(
-        ids, rank, counts, weights, top_k=np.int64(k), num_experts=np.int64(E), block_m=np.int64(block_m),
-        chunk=np.int64(chunk))
+    want = dict(zip(LAYOUT_OUTPUTS, map(np.asarray, mosaic_gpu_routing.layout_from_ranks(
+        ids, rank, counts, weights, k, E, block_m, chunk))))
     inputs = dict(ids=ids, rank_in_chunk=rank, counts=counts, weights=weights)
-    sizes = (T * k, k, E, block_m, chunk, counts.shape[0], columns, rows, num_tiles)
+    sizes = (T * k, k, E, block_m, chunk, counts.shape[0], columns, want["row_token"].size, want["tile_expert"].size)
     for reverse in (False, True):
-        got = run_on_host(runner, tmp_path, "aligned_layout", inputs, sizes, LAYOUT_OUTPUTS, reverse)
-        for (name, g), w in zip(got.items(), want):
-            np.testing.assert_array_equal(g.reshape(w.shape), np.asarray(w), err_msg=f"{name}, reverse={reverse}")
+        got = run_on_host(runner, tmp_path, "aligned_layout", inputs, sizes, {n: w.dtype for n, w in want.items()},
+                          reverse)
+        for name, w in want.items():
+            np.testing.assert_array_equal(got[name].reshape(w.shape), w, err_msg=f"{name}, reverse={reverse}")
 
 
 @pytest.mark.parametrize("T, k, E, block_m, n_blocks", [(1, 1, 1, 64, 1), (37, 3, 5, 64, 3), (300, 8, 128, 64, 4),
@@ -112,9 +109,9 @@ def test_slot_dots_kernel_on_host(runner, tmp_path, T, k, E, block_m, n_blocks):
     tile_rows = layout.tile_expert.shape[0] * n_blocks
     tile_dots = rng.normal(size=(tile_rows, block_m)).astype(np.float32)
     want = mosaic_gpu_grad.slot_dots(layout, jnp.asarray(tile_dots), ids, interpret=True).reshape(-1)
-    inputs = dict(tile_dots=tile_dots, ids=np.asarray(ids).reshape(-1), slot_row=np.asarray(layout.slot_row).reshape(-1),
-                  expert_start=np.asarray(layout.expert_start), expert_size=np.asarray(layout.expert_size),
-                  tile_end=np.asarray(layout.tile_end))
+    inputs = dict(tile_dots=tile_dots, ids=np.asarray(ids).reshape(-1),
+                  slot_row=np.asarray(layout.slot_row).reshape(-1), expert_start=np.asarray(layout.expert_start),
+                  expert_size=np.asarray(layout.expert_size), tile_end=np.asarray(layout.tile_end))
     for reverse in (False, True):
         got = run_on_host(runner, tmp_path, "slot_dots", inputs, (T * k, E, block_m, n_blocks, tile_rows),
                           dict(out=np.float32), reverse)

@@ -127,29 +127,37 @@ def sort_by_expert(topk_ids: jax.Array, num_experts: int, interpret=False) -> So
     return SortedRows(order=order, rank=rank, expert=expert[order], group_sizes=totals[:num_experts])
 
 
+def layout_from_ranks(ids, rank_in_chunk, counts, weights, top_k: int, num_experts: int, block_m: int,
+                      chunk: int) -> tuple:
+    """The XLA FFI call "jax_moe_aligned_layout" (ffi/aligned_layout.h's contract): ids int32 [n],
+    rank_in_chunk int32 [>= n] and counts int32 [chunks, columns] (chunk_ranks' outputs over chunks
+    of `chunk` rows), weights f32 [n] -> (row_token, row_weight, slot_row [n], slot_routed [n],
+    tile_expert, tile_start, tile_lo, tile_size, expert_start, expert_size, tile_end, chunk_start)."""
+    n = ids.shape[0]
+    rows = row_count(n // top_k, top_k, block_m, num_experts)
+    num_tiles = tile_count(n // top_k, top_k, num_experts, block_m)
+    i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
+    out_types = (i32(rows), jax.ShapeDtypeStruct((rows,), jnp.float32), i32(n), jax.ShapeDtypeStruct((n,), jnp.bool_),
+                 *[i32(num_tiles)] * 4, *[i32(num_experts)] * 3, i32(*counts.shape))
+    return jax.ffi.ffi_call(_ffi.ALIGNED_LAYOUT_TARGET, out_types)(
+        ids, rank_in_chunk, counts, weights, top_k=np.int64(top_k), num_experts=np.int64(num_experts),
+        block_m=np.int64(block_m), chunk=np.int64(chunk))
+
+
 def aligned_layout(topk_ids: jax.Array, topk_weights: jax.Array, num_experts: int, block_m: int,
                    interpret=False) -> TileLayout:
     """jax_moe.permutation.align_to_tiles(aligned_experts=True)'s layout (the training layout: every
     expert on the ALIGN_ROWS grid), bitwise: chunk_ranks without the out-of-range rows' column
     (E = 128: two blocks of one-hot columns instead of three), then one XLA FFI call
-    (ffi/aligned_layout_*: two CUDA kernels, where XLA's ops on the ranks took ~15 small ones). In
+    (layout_from_ranks: two CUDA kernels, where XLA's ops on the ranks took ~15 small ones). In
     interpret mode the FFI call runs its CPU handler. Needs fits(num_experts) and T * k >= 1."""
     T, k = topk_ids.shape
     # The handler of the backend that runs it (lowering for CUDA on a CPU needs none).
     _ffi.require_platform("cpu" if interpret else jax.default_backend())
     rank_in_chunk, counts = _rank_in_chunks(topk_ids, num_experts, False, interpret)
-    rows = row_count(T, k, block_m, num_experts)
-    num_tiles = tile_count(T, k, num_experts, block_m)
-    i32 = lambda *shape: jax.ShapeDtypeStruct(shape, jnp.int32)
-    out_types = (i32(rows), jax.ShapeDtypeStruct((rows,), jnp.float32), i32(T * k),
-                 jax.ShapeDtypeStruct((T * k,), jnp.bool_), *[i32(num_tiles)] * 4,
-                 *[i32(num_experts)] * 3, i32(*counts.shape))
-    call = jax.ffi.ffi_call(_ffi.ALIGNED_LAYOUT_TARGET, out_types)
     ids, weights = topk_ids.reshape(-1).astype(jnp.int32), topk_weights.reshape(-1).astype(jnp.float32)
     (row_token, row_weight, slot_row, slot_routed, tile_expert, tile_start, tile_lo, tile_size, expert_start,
-     expert_size, tile_end, _) = call(ids, rank_in_chunk, counts, weights, top_k=np.int64(k),
-                                      num_experts=np.int64(num_experts), block_m=np.int64(block_m),
-                                      chunk=np.int64(CHUNK))
+     expert_size, tile_end, _) = layout_from_ranks(ids, rank_in_chunk, counts, weights, k, num_experts, block_m, CHUNK)
     return TileLayout(row_token=row_token, row_weight=row_weight, slot_row=slot_row.reshape(T, k),
                       tile_expert=tile_expert, tile_start=tile_start, tile_lo=tile_lo, tile_size=tile_size,
                       expert_start=expert_start, expert_size=expert_size, tile_end=tile_end,

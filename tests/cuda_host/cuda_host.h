@@ -21,8 +21,6 @@
 
 #define JAX_MOE_CUDA_ON_HOST 1
 #define __global__
-#define __device__
-#define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(...)
 #define __syncthreads() ::cuda_host::SyncThreads()
